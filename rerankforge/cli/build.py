@@ -1,0 +1,128 @@
+"""``rerankforge build DOCS``: a wizard in a terminal, silent and non-interactive with --yes or options."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.panel import Panel
+from rich.prompt import Confirm, IntPrompt, Prompt
+
+from rerankforge.cli.common import StageProgress, console, metrics_table, summary_table
+from rerankforge.config import BuildConfig, load_config
+from rerankforge.pipeline import STAGE_NAMES
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see examples/).")]
+RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Folder for artifacts and the model.")]
+
+
+def _overrides(**options: Any) -> dict[str, Any]:
+    """CLI options (None = not given) as nested config overrides."""
+    sections: dict[str, Any] = {}
+    for dotted, value in options.items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition("__")
+        if key:
+            sections.setdefault(section, {})[key] = value
+        else:
+            sections[section] = value
+    return sections
+
+
+def _wizard(cfg: BuildConfig) -> BuildConfig:
+    """Ask for the LLM, the query budget and the loss; show the plan; confirm."""
+    from rerankforge.llm.ollama import list_ollama_models, ollama_host
+    from rerankforge.llm.packaged import DEFAULT_EMBEDDED_MODEL
+
+    console.print(Panel.fit("rerankforge: build a reranker from your documents", style="bold"))
+    host = ollama_host(cfg.llm.host)
+    models = list_ollama_models(cfg.llm.host)
+    choices = [m for m in (models or []) if "embed" not in m.lower()]
+    if choices:
+        console.print(f"Ollama answers at {host} with {len(choices)} chat models:")
+        for i, name in enumerate(choices, start=1):
+            console.print(f"  {i}. {name}")
+        console.print(f"  {len(choices) + 1}. embedded llama.cpp ({DEFAULT_EMBEDDED_MODEL}, no server)")
+        pick = IntPrompt.ask("LLM", default=1, choices=[str(i) for i in range(1, len(choices) + 2)])
+        llm = (
+            {"provider": "ollama", "model": choices[pick - 1]}
+            if pick <= len(choices)
+            else {"provider": "embedded", "model": None}
+        )
+    else:
+        console.print(f"No Ollama server at {host}; using the embedded llama.cpp model {DEFAULT_EMBEDDED_MODEL}.")
+        llm = {"provider": "embedded"}
+    budget = IntPrompt.ask("Query budget (LLM-written queries)", default=cfg.queries.max_queries)
+    loss = Prompt.ask("Loss", choices=["lce", "wasserstein"], default=cfg.train.loss)
+    cfg = cfg.model_copy(
+        update={
+            "llm": cfg.llm.model_copy(update=llm),
+            "queries": cfg.queries.model_copy(update={"max_queries": budget}),
+            "train": cfg.train.model_copy(update={"loss": loss}),
+        }
+    )
+    calls = budget * cfg.queries.per_chunk * (cfg.mine.top_k + 1) + budget
+    console.print(
+        Panel.fit(
+            f"docs: {cfg.docs}\nrun folder: {cfg.resolved_run_dir()}\n"
+            f"LLM: {cfg.llm.provider} {cfg.llm.model or ''}\n"
+            f"about {calls} LLM calls ({budget} query-writing, the rest grading top-{cfg.mine.top_k} candidates)\n"
+            f"train: {cfg.train.backbone} with {cfg.train.loss}, then evaluate and export to ONNX",
+            title="plan",
+        )
+    )
+    if not Confirm.ask("Run it?", default=True):
+        raise typer.Exit(0)
+    return cfg
+
+
+def build(
+    docs: Annotated[Path, typer.Argument(help="Folder of documents (searched recursively).")],
+    config: ConfigOpt = None,
+    run_dir: RunDirOpt = None,
+    llm_provider: Annotated[str | None, typer.Option(help="auto, ollama, openai or embedded.")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name, or a GGUF path for embedded.")] = None,
+    llm_host: Annotated[str | None, typer.Option(help="LLM server URL (Ollama / OpenAI-compatible).")] = None,
+    max_queries: Annotated[int | None, typer.Option(help="Query budget: chunks that get LLM queries.")] = None,
+    top_k: Annotated[int | None, typer.Option(help="First-stage candidates graded per query.")] = None,
+    loss: Annotated[str | None, typer.Option(help="lce or wasserstein.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Cross-encoder to fine-tune (HF id or path).")] = None,
+    bi_encoder: Annotated[str | None, typer.Option(help="First-stage bi-encoder (HF id or path).")] = None,
+    qdrant_url: Annotated[str | None, typer.Option(help="Qdrant server; default: embedded in the run folder.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
+    until: Annotated[str | None, typer.Option(help=f"Stop after this stage ({', '.join(STAGE_NAMES)}).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Never prompt (CI, Docker).")] = False,
+) -> None:
+    """Build a reranker from DOCS: parse, queries, mine, grade, train, evaluate, export."""
+    from rerankforge.pipeline import build as run_build
+
+    options = {
+        "llm__provider": llm_provider, "llm__model": llm_model, "llm__host": llm_host,
+        "queries__max_queries": max_queries, "mine__top_k": top_k, "mine__bi_encoder": bi_encoder,
+        "mine__qdrant_url": qdrant_url, "train__loss": loss, "train__backbone": backbone, "train__epochs": epochs,
+    }  # fmt: skip
+    cfg = load_config(config, docs=str(docs), run_dir=str(run_dir) if run_dir else None, **_overrides(**options))
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not yes
+    if interactive and all(v is None for v in options.values()) and config is None:
+        cfg = _wizard(cfg)
+    with StageProgress() as progress:
+        result = run_build(cfg, force=force, progress=progress, until=until)
+    console.print(summary_table(result))
+    if result.llm_stats:
+        s = result.llm_stats
+        console.print(
+            f"LLM: {s['calls']} calls ({s['cache_hits']} answered from cache), {s['prompt_tokens']} prompt + "
+            f"{s['output_tokens']} output tokens, {s['invalid_outputs']} invalid outputs, {s['failed']} failed"
+        )
+    evaluated = next((s for s in result.stages if s.name == "evaluate"), None)
+    if evaluated is not None:
+        console.print(metrics_table(evaluated.summary))
+        style = "bold green" if evaluated.summary["better"] else "bold white on red"
+        console.print(f"[{style}]The reranker is {evaluated.summary['verdict']}[/]")
+    if any(s.name == "export" for s in result.stages):
+        console.print(f"Model: [bold]{result.model_dir}[/] (ONNX in {result.model_dir / 'onnx'})")
+        console.print(f"Serve it: rerankforge serve {result.model_dir}")

@@ -1,0 +1,74 @@
+"""The ``rerankforge`` command: typer app, one module per command group; errors print one clean line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from rerankforge.cli import build as build_cmd
+from rerankforge.cli import tools
+from rerankforge.cli.common import console, err_console
+from rerankforge.errors import RerankforgeError
+
+app = typer.Typer(
+    name="rerankforge",
+    help="Turn a folder of documents into your own reranker: synthetic queries and grades from a local LLM, "
+    "a fine-tuned cross-encoder, evaluated and exported to ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("build")(build_cmd.build)
+app.command("eval")(tools.eval_command)
+app.command("export")(tools.export_command)
+app.command("serve")(tools.serve_command)
+
+
+def _quiet_libraries() -> None:
+    # Library progress bars and notices would garble rich's display; our own progress replaces them.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # air-gapped by design: models come from paths or the local cache
+    level = logging.DEBUG if os.environ.get("RERANKFORGE_DEBUG") else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("unstructured", "pikepdf", "httpx", "sentence_transformers", "transformers", "datasets"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+
+
+def main() -> None:
+    _quiet_libraries()
+    try:
+        app(standalone_mode=False)
+    except RerankforgeError as exc:
+        if os.environ.get("RERANKFORGE_DEBUG"):
+            console.print_exception()
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors keep their exit codes
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if os.environ.get("RERANKFORGE_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc}\n"
+            "Set RERANKFORGE_DEBUG=1 to see the full traceback, and please report it."
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Build configuration: one pydantic section per stage. Every default lives here and nowhere else.
+
+Example:
+    >>> from rerankforge.config import BuildConfig
+    >>> cfg = BuildConfig(docs="examples/docs")
+    >>> cfg.train.loss
+    'lce'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rerankforge.errors import ConfigError
+
+DEFAULT_MINILM = "all-MiniLM-L6-v2"
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LLMConfig(Section):
+    """Which LLM writes queries and grades passages."""
+
+    provider: Literal["auto", "ollama", "openai", "embedded"] = Field(
+        "auto", description="auto: Ollama when a server answers at `host`/OLLAMA_HOST, else embedded llama.cpp."
+    )
+    model: str | None = Field(
+        None,
+        description="Ollama/OpenAI model name, or a GGUF path / packaged name for embedded. "
+        "None: the provider's default (embedded: qwen2.5-coder-1.5b-instruct-q4_k_m).",
+    )
+    host: str | None = Field(None, description="Server URL. Ollama: falls back to $OLLAMA_HOST, then localhost:11434.")
+    api_key: str | None = Field(None, description="OpenAI-compatible servers only; else $OPENAI_API_KEY.")
+    temperature: float = 0.0
+    seed: int = 13
+    timeout_s: float = 300.0
+    retries: int = 2
+    num_ctx: int = 4096
+    keep_alive: str = "30m"
+    threads: int | None = Field(None, description="Embedded only: CPU threads (default: all cores).")
+    chat_template: str | None = Field(
+        None, description="Embedded only: a llama.cpp chat template name (e.g. chatml) for GGUFs that carry none."
+    )
+
+
+class ParseConfig(Section):
+    """How documents are partitioned and chunked (unstructured's chunk_by_title)."""
+
+    max_characters: int = Field(1200, gt=50, description="Hard limit of a chunk's length.")
+    new_after_n_characters: int = Field(900, gt=50, description="Soft limit: start a new chunk after this.")
+    combine_under_n_characters: int = Field(250, ge=0, description="Merge small sections up to this size.")
+    min_chunk_characters: int = Field(40, ge=1, description="Drop chunks shorter than this (page furniture).")
+    pdf_strategy: Literal["fast", "hi_res", "auto"] = "fast"
+
+
+class QueriesConfig(Section):
+    """Synthetic query generation."""
+
+    max_queries: int = Field(40, gt=0, description="Budget: at most this many chunks get queries (LLM calls).")
+    per_chunk: int = Field(1, ge=1, le=5, description="Queries the LLM writes per sampled chunk (one call).")
+    template: str = Field("queries.jinja", description="Template name in templates/ or a path to your own.")
+    examples_file: str | None = Field(None, description="A text file of your own example queries, one per line.")
+    min_words: int = 3
+    max_words: int = 30
+    max_copy_overlap: float = Field(
+        0.8, description="Drop a query when this fraction of its word 4-grams appears verbatim in the chunk."
+    )
+    max_tokens: int = 160
+
+
+class MineConfig(Section):
+    """First-stage retrieval of candidates with a bi-encoder in Qdrant."""
+
+    bi_encoder: str = Field(DEFAULT_MINILM, description="sentence-transformers model id or local path.")
+    top_k: int = Field(6, gt=0, description="Candidates per query (each one costs an LLM grading call).")
+    qdrant_url: str | None = Field(None, description="A Qdrant server; None keeps an embedded index in the run folder.")
+    collection: str = "rerankforge_chunks"
+    batch_size: int = 32
+
+
+class GradeConfig(Section):
+    """LLM relevance grading on the 0-3 scale."""
+
+    template: str = "grade.jinja"
+    positive_min_grade: int = Field(2, ge=1, le=3, description="A candidate with at least this grade is a positive.")
+    negative_max_grade: int = Field(0, ge=0, le=2, description="A candidate with at most this grade is a hard negative.")
+    max_tokens: int = 24
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> GradeConfig:
+        if self.negative_max_grade >= self.positive_min_grade:
+            raise ValueError(
+                f"negative_max_grade ({self.negative_max_grade}) must be below positive_min_grade "
+                f"({self.positive_min_grade}), or a passage would be both"
+            )
+        return self
+
+
+class TrainConfig(Section):
+    """Cross-encoder fine-tuning."""
+
+    backbone: str = Field(DEFAULT_MINILM, description="Hugging Face id or local path of the cross-encoder to tune.")
+    loss: Literal["lce", "wasserstein"] = "lce"
+    group_size: int = Field(4, ge=2, description="Documents per query group: 1 positive + group_size-1 others.")
+    epochs: float = 4.0
+    batch_size: int = Field(4, gt=0, description="Query groups per step.")
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    temperature: float = Field(1.0, gt=0, description="LCE / Wasserstein score temperature.")
+    dev_fraction: float = Field(0.25, gt=0, lt=1, description="Share of synthetic queries held out for evaluation.")
+    seed: int = 13
+
+
+class EvaluateConfig(Section):
+    """Held-out evaluation: first stage alone vs reranked."""
+
+    k: int = 10
+    min_gain: float = Field(0.0, description="The reranker must beat the first stage's nDCG@k by more than this.")
+
+
+class ExportConfig(Section):
+    """ONNX export."""
+
+    quantize: bool = True
+    opset: int = 17
+    parity_tolerance: float = Field(1e-4, description="Max |torch - onnx fp32| score difference allowed.")
+
+
+class BuildConfig(Section):
+    """The whole build. Load one from TOML with :func:`load_config`."""
+
+    docs: Path
+    run_dir: Path | None = Field(None, description="Where artifacts go; default: <docs>/../rerankforge-run.")
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    parse: ParseConfig = Field(default_factory=ParseConfig)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    mine: MineConfig = Field(default_factory=MineConfig)
+    grade: GradeConfig = Field(default_factory=GradeConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir is not None:
+            return Path(self.run_dir)
+        docs = Path(self.docs).resolve()
+        return docs.parent / f"{docs.name}-rerankforge-run"
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig:
+    """Read a TOML config (optional) and apply overrides (nested dicts, ``None`` = keep).
+
+    Relative paths in the file are taken relative to the file's folder.
+
+    Example:
+        >>> cfg = load_config(None, docs="examples/docs", train={"loss": "wasserstein"})
+        >>> cfg.train.loss
+        'wasserstein'
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist. Pass an existing TOML file, e.g. examples/rerankforge.toml.")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {path} is not valid TOML: {exc}. Fix the line it names.") from exc
+        for key in ("docs", "run_dir"):
+            if key in data and not Path(data[key]).is_absolute():
+                data[key] = str((path.parent / data[key]).resolve())
+    data = _deep_merge(data, overrides)
+    where = f"config file {path}" if path else "the options"
+    try:
+        return BuildConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid setting in {where}: {problems}. See the config reference in README.md.") from exc

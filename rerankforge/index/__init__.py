@@ -1,0 +1,1 @@
+"""Candidate sources behind one protocol: the Qdrant index of chunk embeddings."""

@@ -1,0 +1,108 @@
+"""The one small protocol every LLM provider implements, plus tolerant JSON parsing of model output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from rerankforge.errors import LLMError
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class LLMReply:
+    text: str
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+class TransientLLMError(LLMError):
+    """A failure worth retrying: timeout, dropped connection, 5xx."""
+
+
+class LLMProvider(ABC):
+    """Chat completion with a JSON schema for structured output.
+
+    Subclasses implement :meth:`_chat`; retries with exponential backoff and jitter live here, once.
+    A subclass raises :class:`TransientLLMError` for faults worth retrying and :class:`LLMError`
+    (with the fix in its message) for the rest.
+    """
+
+    name: str = "base"
+
+    def __init__(self, model: str, *, seed: int = 13, temperature: float = 0.0, retries: int = 2) -> None:
+        self.model = model
+        self.seed = seed
+        self.temperature = temperature
+        self.retries = retries
+
+    @property
+    def identity(self) -> str:
+        """What the LLM cache keys on: provider and model."""
+        return f"{self.name}:{self.model}"
+
+    def sampling_options(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "seed": self.seed}
+
+    @abstractmethod
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply: ...
+
+    def chat_json(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
+        """One chat call asking for JSON that follows ``schema``; retried on transient faults."""
+        delay = 1.0
+        for attempt in range(self.retries + 1):
+            try:
+                return self._chat(messages, schema, max_tokens)
+            except TransientLLMError as exc:
+                if attempt == self.retries:
+                    raise LLMError(
+                        f"{self.identity} failed {attempt + 1} times in a row ({exc}). Check that the server "
+                        "is up and not overloaded, then re-run: finished calls are cached and not repeated."
+                    ) from exc
+                wait = delay * (1 + random.random())
+                logger.warning("LLM call failed (%s); retrying in %.1f s", exc, wait)
+                time.sleep(wait)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Release the model or connection (no-op for remote providers)."""
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
+
+
+def extract_json(text: str) -> Any:
+    """Parse JSON from model output that may wrap it in prose or code fences or leave trailing commas.
+
+    Returns the parsed value, or raises ``ValueError`` when no JSON can be found.
+
+    Example:
+        >>> extract_json('Sure! ```json\\n{"grade": 2,}\\n```')
+        {'grade': 2}
+    """
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        for opener, closer in (("{", "}"), ("[", "]")):
+            start = candidate.find(opener)
+            end = candidate.rfind(closer)
+            if start != -1 and end > start:
+                snippet = _TRAILING_COMMA.sub(r"\1", candidate[start : end + 1])
+                try:
+                    return json.loads(snippet)
+                except json.JSONDecodeError:
+                    continue
+    stripped = text.strip()
+    if re.fullmatch(r"-?\d+(\.\d+)?", stripped):
+        return json.loads(stripped)
+    raise ValueError(f"no JSON found in model output: {text[:120]!r}")

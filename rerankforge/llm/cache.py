@@ -1,0 +1,132 @@
+"""An append-only cache of LLM answers in the run folder: a rerun never pays for the same call twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rerankforge.llm.base import LLMProvider, Message, extract_json
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class LLMStats:
+    calls: int = 0
+    cache_hits: int = 0
+    invalid_outputs: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    by_stage: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LLMCache:
+    """JSONL file of ``{"key", "text", "ok"}``; each answer is appended and flushed as it arrives.
+
+    A torn last line (a crash mid-write) is ignored on load, so at most the call in flight is lost.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if path.is_file():
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                        self._entries[entry["key"]] = entry
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        logger.warning("Ignoring a damaged line in the LLM cache %s", path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, text: str, ok: bool) -> None:
+        entry = {"key": key, "text": text, "ok": ok}
+        with self._lock:
+            self._entries[key] = entry
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+class CachedLLM:
+    """Asks a provider for JSON through the cache, re-asking once when the output cannot be used."""
+
+    def __init__(self, provider: LLMProvider, cache: LLMCache) -> None:
+        self.provider = provider
+        self.cache = cache
+        self.stats = LLMStats()
+
+    def key(self, messages: list[Message], schema: dict[str, Any], template_hash: str) -> str:
+        material = json.dumps(
+            [self.provider.identity, template_hash, messages, schema, self.provider.sampling_options()],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    def ask(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any],
+        *,
+        template_hash: str,
+        max_tokens: int,
+        validate: Callable[[Any], T],
+        stage: str,
+    ) -> T | None:
+        """Return ``validate(parsed JSON)``, or ``None`` when the model fails twice (counted, cached)."""
+        key = self.key(messages, schema, template_hash)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            if not cached["ok"]:
+                return None
+            try:
+                return validate(extract_json(cached["text"]))
+            except (ValueError, TypeError, KeyError):
+                logger.warning("A cached LLM answer no longer validates; asking again")
+        text = ""
+        asked = messages
+        for attempt in range(2):
+            reply = self.provider.chat_json(asked, schema, max_tokens)
+            self.stats.calls += 1
+            self.stats.by_stage[stage] = self.stats.by_stage.get(stage, 0) + 1
+            self.stats.prompt_tokens += reply.prompt_tokens
+            self.stats.output_tokens += reply.output_tokens
+            text = reply.text
+            try:
+                value = validate(extract_json(text))
+            except (ValueError, TypeError, KeyError) as exc:
+                self.stats.invalid_outputs += 1
+                logger.debug("Invalid LLM output (attempt %d): %s", attempt + 1, exc)
+                asked = [
+                    *messages,
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": f"That answer was not usable ({exc}). Reply with only the JSON object."},
+                ]
+                continue
+            self.cache.put(key, text, ok=True)
+            return value
+        self.stats.failed += 1
+        self.cache.put(key, text, ok=False)
+        return None

@@ -1,0 +1,249 @@
+"""The ordered stages of a build, their cache keys, resume and ``--force``.
+
+A stage is skipped only when the hash of (stage version, its config section, the upstream stages' keys,
+its own extra inputs: documents, templates, model ids) equals the key its manifest recorded, and every
+file the manifest lists still has the recorded sha256. Manifests are written last, atomically.
+
+Example:
+    >>> from rerankforge import build, load_config
+    >>> result = build(load_config("examples/rerankforge.toml"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rerankforge.artifacts import file_sha256, read_json, text_sha256, write_json
+from rerankforge.config import BuildConfig
+from rerankforge.errors import InputError, RerankforgeError, StageError
+
+logger = logging.getLogger(__name__)
+
+# (stage, done, total, note): the CLI turns these into rich progress bars; total 0 = unknown.
+ProgressCallback = Callable[[str, int, int, str], None]
+
+
+def _no_progress(stage: str, done: int, total: int, note: str) -> None:
+    return None
+
+
+@dataclass
+class StageResult:
+    """What a stage returns: the files it wrote (relative to the run folder) and a summary for the report."""
+
+    files: list[str]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class StageContext:
+    """What a running stage sees: the config, its folder, upstream folders, progress, and the LLM."""
+
+    def __init__(self, config: BuildConfig, run_dir: Path, progress: ProgressCallback) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self._progress = progress
+        self._llm: Any = None
+        self.stage = ""
+
+    def dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    @property
+    def out(self) -> Path:
+        return self.dir(self.stage)
+
+    def progress(self, done: int, total: int, note: str = "") -> None:
+        self._progress(self.stage, done, total, note)
+
+    @property
+    def llm(self) -> Any:
+        """The cached LLM, created on first use so a fully cached rerun never loads a model."""
+        if self._llm is None:
+            from rerankforge.llm import CachedLLM, LLMCache, make_provider
+
+            self._llm = CachedLLM(make_provider(self.config.llm), LLMCache(self.run_dir / "llm_cache.jsonl"))
+        return self._llm
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.provider.close()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: a module's ``run(ctx) -> StageResult`` plus what its cache key depends on."""
+
+    name: str
+    version: str
+    run: Callable[[StageContext], StageResult]
+    config_sections: tuple[str, ...]
+    depends: tuple[str, ...]
+    extra_key: Callable[[BuildConfig], Any] = lambda cfg: None
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ran" or "skipped"
+    seconds: float
+    summary: dict[str, Any]
+
+
+@dataclass
+class BuildResult:
+    run_dir: Path
+    stages: list[StageOutcome]
+    llm_stats: dict[str, Any] | None
+
+    def summary(self, stage: str) -> dict[str, Any]:
+        return next(s.summary for s in self.stages if s.name == stage)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+
+def _stages() -> list[Stage]:
+    from rerankforge.stages import evaluate, export, grade, mine, parse, queries, train
+
+    return [
+        Stage("parse", parse.VERSION, parse.run, ("parse",), (), parse.cache_inputs),
+        Stage("queries", queries.VERSION, queries.run, ("queries",), ("parse",), queries.cache_inputs),
+        Stage("mine", mine.VERSION, mine.run, ("mine",), ("parse", "queries"), mine.cache_inputs),
+        Stage("grade", grade.VERSION, grade.run, ("grade",), ("parse", "queries", "mine"), grade.cache_inputs),
+        Stage("train", train.VERSION, train.run, ("train",), ("parse", "grade"), train.cache_inputs),
+        Stage("evaluate", evaluate.VERSION, evaluate.run, ("evaluate",), ("parse", "mine", "grade", "train")),
+        Stage("export", export.VERSION, export.run, ("export",), ("train",)),
+    ]
+
+
+STAGE_NAMES = ("parse", "queries", "mine", "grade", "train", "evaluate", "export")
+
+
+def stage_key(stage: Stage, cfg: BuildConfig, upstream_keys: dict[str, str]) -> str:
+    material = {
+        "stage": stage.name,
+        "version": stage.version,
+        "config": {s: getattr(cfg, s).model_dump(mode="json") for s in stage.config_sections},
+        "upstream": {d: upstream_keys[d] for d in stage.depends},
+        "extra": stage.extra_key(cfg),
+    }
+    return text_sha256(json.dumps(material, sort_keys=True, default=str))
+
+
+def _manifest_path(run_dir: Path, stage: str) -> Path:
+    return run_dir / stage / "manifest.json"
+
+
+def is_fresh(run_dir: Path, stage: str, key: str) -> bool:
+    """True when the stage's manifest records ``key`` and every listed file is intact."""
+    path = _manifest_path(run_dir, stage)
+    if not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        logger.warning("Manifest %s is damaged; the stage will run again", path)
+        return False
+    if manifest.get("key") != key:
+        return False
+    for relative, digest in manifest.get("files", {}).items():
+        file = run_dir / relative
+        if not file.is_file() or file_sha256(file) != digest:
+            logger.warning("%s changed since it was written; the stage will run again", file)
+            return False
+    return True
+
+
+def _write_manifest(run_dir: Path, stage: str, key: str, result: StageResult, seconds: float) -> None:
+    files = {}
+    for relative in result.files:
+        file = run_dir / relative
+        if not file.is_file():
+            raise StageError(f"Stage {stage} reported {file} but did not write it (a bug: please report it).")
+        files[relative] = file_sha256(file)
+    write_json(
+        _manifest_path(run_dir, stage),
+        {"stage": stage, "key": key, "files": files, "summary": result.summary, "seconds": round(seconds, 2)},
+    )
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Refuse a second build into the same run folder instead of interleaving two."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = (run_dir / ".lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.close()
+        raise RerankforgeError(
+            f"Another build is running in {run_dir}. Wait for it, or pass a different --run-dir."
+        ) from exc
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def build(
+    config: BuildConfig,
+    *,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    until: str | None = None,
+) -> BuildResult:
+    """Run every stage whose inputs changed; skip the rest.
+
+    Args:
+        config: the build configuration.
+        force: redo every stage even when its key matches.
+        progress: callback ``(stage, done, total, note)`` for progress bars.
+        until: stop after this stage (e.g. ``"grade"`` to only make training data).
+    """
+    docs = Path(config.docs)
+    if not docs.exists():
+        raise InputError(f"Documents folder {docs} does not exist. Pass the folder that holds your files.")
+    if not docs.is_dir():
+        raise InputError(f"{docs} is a file, not a folder. Pass the folder that holds your documents.")
+    if until is not None and until not in STAGE_NAMES:
+        raise InputError(f"Unknown stage '{until}'. Choose one of: {', '.join(STAGE_NAMES)}.")
+    run_dir = config.resolved_run_dir()
+    progress = progress or _no_progress
+    outcomes: list[StageOutcome] = []
+    keys: dict[str, str] = {}
+    with run_lock(run_dir):
+        write_json(run_dir / "config.json", config.model_dump(mode="json"))
+        ctx = StageContext(config, run_dir, progress)
+        try:
+            for stage in _stages():
+                key = stage_key(stage, config, keys)
+                keys[stage.name] = key
+                if not force and is_fresh(run_dir, stage.name, key):
+                    manifest = read_json(_manifest_path(run_dir, stage.name))
+                    outcomes.append(StageOutcome(stage.name, "skipped", 0.0, manifest.get("summary", {})))
+                    progress(stage.name, 1, 1, "up to date")
+                else:
+                    _manifest_path(run_dir, stage.name).unlink(missing_ok=True)
+                    ctx.stage = stage.name
+                    (run_dir / stage.name).mkdir(parents=True, exist_ok=True)
+                    started = time.perf_counter()
+                    result = stage.run(ctx)
+                    seconds = time.perf_counter() - started
+                    _write_manifest(run_dir, stage.name, key, result, seconds)
+                    outcomes.append(StageOutcome(stage.name, "ran", seconds, result.summary))
+                if stage.name == until:
+                    break
+        finally:
+            ctx.close()
+        llm_stats = ctx._llm.stats.as_dict() if ctx._llm is not None else None
+    return BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=llm_stats)

@@ -1,0 +1,115 @@
+"""Stage 6: nDCG@10 and MRR@10 on the held-out synthetic queries, first stage alone vs reranked.
+
+Relevance comes from the LLM's grades of each dev query's candidates; both systems rank the same
+candidate list, so the comparison isolates what the reranker adds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl, write_json
+from rerankforge.pipeline import StageContext, StageResult
+
+VERSION = "1"
+
+
+def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
+    """nDCG@k with linear gains, for grades in ranked order (the ideal is the same grades sorted).
+
+    Example:
+        >>> round(ndcg_at_k([0, 3, 1], k=10), 4)
+        0.6934
+    """
+    def dcg(grades: Sequence[float]) -> float:
+        return sum(g / math.log2(i + 2) for i, g in enumerate(grades[:k]))
+
+    ideal = dcg(sorted(ranked_grades, reverse=True))
+    return dcg(ranked_grades) / ideal if ideal > 0 else 0.0
+
+
+def mrr_at_k(ranked_grades: Sequence[float], k: int, relevant_min: float) -> float:
+    """Reciprocal rank of the first relevant item within the top k, else 0.
+
+    Example:
+        >>> mrr_at_k([0, 1, 3], k=10, relevant_min=2)
+        0.3333333333333333
+    """
+    for i, grade in enumerate(ranked_grades[:k]):
+        if grade >= relevant_min:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+Scorer = Callable[[str, list[str]], Sequence[float]]
+
+
+def compare_on_dev(run_dir: Path, scorer: Scorer, *, k: int, relevant_min: int, min_gain: float = 0.0,
+                   progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """First stage vs ``scorer``'s reranking of the same candidates, on a build's held-out queries."""
+    chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+    queries = {q.id: q for q in read_jsonl(run_dir / "queries" / "queries.jsonl", Query)}
+    candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
+    grades: dict[tuple[str, str], int] = {
+        (j.query_id, j.chunk_id): j.grade for j in read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
+    }
+    dev_ids = read_json(run_dir / "train" / "split.json")["dev"]
+    per_query: list[dict[str, Any]] = []
+    for done, query_id in enumerate(dev_ids):
+        if progress:
+            progress(done, len(dev_ids), "reranking")
+        ranked = candidates[query_id].candidates
+        first_grades = [grades.get((query_id, c.chunk_id), 0) for c in ranked]
+        scores = scorer(queries[query_id].text, [chunks[c.chunk_id].text for c in ranked])
+        order = sorted(range(len(ranked)), key=lambda i: -float(scores[i]))
+        reranked_grades = [first_grades[i] for i in order]
+        per_query.append(
+            {
+                "query_id": query_id,
+                "first_stage": {"ndcg": ndcg_at_k(first_grades, k), "mrr": mrr_at_k(first_grades, k, relevant_min)},
+                "reranked": {"ndcg": ndcg_at_k(reranked_grades, k), "mrr": mrr_at_k(reranked_grades, k, relevant_min)},
+            }
+        )
+
+    def mean(system: str, metric: str) -> float:
+        return round(sum(q[system][metric] for q in per_query) / max(len(per_query), 1), 4)
+
+    metrics = {
+        system: {f"ndcg@{k}": mean(system, "ndcg"), f"mrr@{k}": mean(system, "mrr")}
+        for system in ("first_stage", "reranked")
+    }
+    gain = round(metrics["reranked"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
+    better = gain > min_gain
+    n = len(per_query)
+    verdict = (
+        f"better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries)"
+        if better
+        else f"NOT better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries): "
+        "keep the first stage's order, or build with more queries / another loss"
+    )
+    return {"dev_queries": n, "metrics": metrics, "gain_ndcg": gain, "better": better, "verdict": verdict,
+            "per_query": per_query}
+
+
+def run(ctx: StageContext) -> StageResult:
+    from rerankforge.stages.train import load_cross_encoder
+
+    cfg = ctx.config.evaluate
+    model = load_cross_encoder(str(ctx.run_dir / "model"), ctx.config.train.max_length)
+
+    def scorer(query: str, docs: list[str]) -> Sequence[float]:
+        return model.predict([(query, d) for d in docs], show_progress_bar=False)
+
+    result = compare_on_dev(
+        ctx.run_dir, scorer, k=cfg.k, relevant_min=ctx.config.grade.positive_min_grade, min_gain=cfg.min_gain,
+        progress=ctx.progress,
+    )
+    per_query = result.pop("per_query")
+    write_json(ctx.out / "metrics.json", result)
+    write_json(ctx.out / "per_query.json", per_query)
+    summary = {"dev_queries": result["dev_queries"], **result["metrics"], "gain_ndcg": result["gain_ndcg"],
+               "better": result["better"], "verdict": result["verdict"]}
+    return StageResult(files=["evaluate/metrics.json", "evaluate/per_query.json"], summary=summary)

@@ -1,0 +1,154 @@
+"""Stage 7: export the trained cross-encoder to ONNX (fp32 and dynamic int8) with a parity check.
+
+Layout (what sentence-transformers' ONNX backend and other ONNX servers read)::
+
+    model/                 tokenizer + config + torch weights
+    model/onnx/model.onnx  fp32
+    model/onnx/model_qint8.onnx
+    model/rerankforge.json max length, parity figures
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerankforge.artifacts import Chunk, Query, read_jsonl, write_json
+from rerankforge.errors import MissingDependencyError, StageError
+from rerankforge.pipeline import StageContext, StageResult
+from rerankforge.serve.runtime import METADATA_FILE, Reranker
+
+VERSION = "1"
+
+
+def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
+    """``torch.onnx.export`` of the CrossEncoder's sequence-classification network, dynamic batch and length."""
+    import torch
+
+    hf_model = model.model.eval().to("cpu")
+    tokenizer = model.tokenizer
+    sample = tokenizer([("query", "a document")], return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = hf_model
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, args))).logits
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with torch.no_grad():
+        torch.onnx.export(
+            Logits(), tuple(sample[n] for n in names), str(path), input_names=names, output_names=["logits"],
+            dynamic_axes=axes, opset_version=opset, dynamo=False,
+        )
+    return path
+
+
+def quantize_int8(fp32: Path) -> Path:
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise MissingDependencyError("onnxruntime", "build", "int8 quantization") from exc
+    target = fp32.with_name("model_qint8.onnx")
+    quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    return target
+
+
+def _parity_pairs(ctx: StageContext, limit: int = 32) -> list[tuple[str, str]]:
+    chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
+    queries = read_jsonl(ctx.dir("queries") / "queries.jsonl", Query)
+    texts = {c.id: c.text for c in chunks}
+    pairs = [(q.text, texts[q.chunk_id]) for q in queries[:limit]]
+    # mismatched pairs too, so the check covers low scores as well as high ones
+    return pairs + [(q.text, chunks[(i * 7 + 3) % len(chunks)].text) for i, q in enumerate(queries[:limit])]
+
+
+DEFAULT_PARITY_PAIRS = [
+    ("how do I reset my password", "To reset your password, open Settings and choose Security."),
+    ("how do I reset my password", "The cafeteria opens at 8 am on weekdays."),
+    ("battery life", "A full charge lasts about nine hours of normal operation."),
+    ("battery life", "Expense reports are due within thirty days."),
+]
+
+
+def export_model(
+    model_dir: Path,
+    *,
+    max_length: int,
+    opset: int = 17,
+    quantize: bool = True,
+    parity_tolerance: float = 1e-4,
+    parity_pairs: list[tuple[str, str]] | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Export a saved CrossEncoder folder to ``onnx/model.onnx`` (+ ``model_qint8.onnx``), check parity.
+
+    Returns the parity summary, also stored in ``rerankforge.json``. Raises :class:`StageError` when the
+    fp32 export differs from torch by more than ``parity_tolerance``.
+    """
+    import torch
+
+    from rerankforge.stages.train import load_cross_encoder
+
+    report = progress or (lambda done, total, note="": None)
+    model = load_cross_encoder(str(model_dir), max_length)
+    report(0, 3, "exporting fp32")
+    fp32 = export_onnx(model, model_dir / "onnx", opset)
+    tokenizer = model.tokenizer
+    meta: dict[str, Any] = {
+        "format": "rerankforge-onnx-1",
+        "max_length": max_length,
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": tokenizer.pad_token_id,
+        "activation": "sigmoid",
+    }
+    write_json(model_dir / METADATA_FILE, meta)
+    pairs = parity_pairs or DEFAULT_PARITY_PAIRS
+    torch_logits = np.asarray(
+        model.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+    ).reshape(-1)
+
+    def onnx_logits(quantized: bool) -> np.ndarray:
+        reranker = Reranker(model_dir, quantized=quantized)
+        return np.concatenate([reranker.logits(q, [d]) for q, d in pairs])
+
+    report(1, 3, "parity check")
+    max_diff = float(np.max(np.abs(torch_logits - onnx_logits(False))))
+    if max_diff > parity_tolerance:
+        raise StageError(
+            f"ONNX fp32 scores differ from torch by {max_diff:.2e} (> export.parity_tolerance "
+            f"{parity_tolerance}). The export is wrong; please report this with the backbone name."
+        )
+    summary: dict[str, Any] = {"onnx_fp32": "onnx/model.onnx", "max_abs_diff_fp32": max_diff, "pairs": len(pairs)}
+    if quantize:
+        report(2, 3, "quantizing int8")
+        quantize_int8(fp32)
+        summary["onnx_int8"] = "onnx/model_qint8.onnx"
+        summary["max_abs_diff_int8"] = float(np.max(np.abs(torch_logits - onnx_logits(True))))
+    write_json(model_dir / METADATA_FILE, {**meta, "parity": summary})
+    report(3, 3)
+    return summary
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.config.export
+    model_dir = ctx.run_dir / "model"
+    summary = export_model(
+        model_dir,
+        max_length=ctx.config.train.max_length,
+        opset=cfg.opset,
+        quantize=cfg.quantize,
+        parity_tolerance=cfg.parity_tolerance,
+        parity_pairs=_parity_pairs(ctx),
+        progress=ctx.progress,
+    )
+    names = ["onnx/model.onnx", METADATA_FILE] + (["onnx/model_qint8.onnx"] if cfg.quantize else [])
+    return StageResult(files=[f"model/{n}" for n in names], summary=summary)

@@ -1,0 +1,80 @@
+"""Stage 3: embed chunks with a sentence-transformers bi-encoder into Qdrant; top-k candidates per query.
+
+The source chunk of each query is always kept among its candidates (appended when the first stage
+missed it), so the grader sees it and evaluation knows where the first stage put it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rerankforge.artifacts import Candidate, CandidateList, Chunk, Query, read_jsonl, write_jsonl
+from rerankforge.config import BuildConfig
+from rerankforge.index.qdrant import QdrantIndex
+from rerankforge.models import resolve_model
+from rerankforge.pipeline import StageContext, StageResult
+
+VERSION = "1"
+
+
+def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
+    return {"bi_encoder": resolve_model(cfg.mine.bi_encoder)}
+
+
+def load_bi_encoder(name: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_model(name), device="cpu" if not _has_cuda() else None)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg = ctx.config.mine
+    chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
+    queries = read_jsonl(ctx.dir("queries") / "queries.jsonl", Query)
+    model = load_bi_encoder(cfg.bi_encoder)
+    ctx.progress(0, 2, "embedding chunks")
+    chunk_vectors = model.encode(
+        [c.text for c in chunks], batch_size=cfg.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    query_vectors = model.encode(
+        [q.text for q in queries], batch_size=cfg.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    ctx.progress(1, 2, "searching Qdrant")
+    index = QdrantIndex(
+        path=None if cfg.qdrant_url else ctx.out / "qdrant", url=cfg.qdrant_url, collection=cfg.collection
+    )
+    try:
+        index.rebuild(np.asarray(chunk_vectors, dtype=np.float32), [c.id for c in chunks])
+        hits = index.search(np.asarray(query_vectors, dtype=np.float32), k=min(cfg.top_k, len(chunks)))
+    finally:
+        index.close()
+    position = {c.id: i for i, c in enumerate(chunks)}
+    lists, source_found = [], 0
+    for query, query_hits, query_vector in zip(queries, hits, query_vectors):
+        candidates = [Candidate(chunk_id=cid, score=score, rank=r) for r, (cid, score) in enumerate(query_hits)]
+        if any(c.chunk_id == query.chunk_id for c in candidates):
+            source_found += 1
+        else:
+            score = float(np.dot(query_vector, chunk_vectors[position[query.chunk_id]]))
+            candidates.append(Candidate(chunk_id=query.chunk_id, score=score, rank=len(candidates)))
+        lists.append(CandidateList(query_id=query.id, candidates=candidates))
+    ctx.progress(2, 2)
+    write_jsonl(ctx.out / "candidates.jsonl", lists)
+    summary = {
+        "chunks_indexed": len(chunks),
+        "queries": len(queries),
+        "top_k": cfg.top_k,
+        "source_in_top_k": round(source_found / len(queries), 3),
+        "qdrant": cfg.qdrant_url or "embedded (run folder)",
+    }
+    return StageResult(files=["mine/candidates.jsonl"], summary=summary)
