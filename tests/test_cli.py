@@ -1,0 +1,138 @@
+"""The CLI through typer's CliRunner, and as real subprocesses (one of them a whole build on a real LLM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rerankforge.cli.main import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("command", ["build", "eval", "export", "serve"])
+def test_every_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rerankforge.cli.main", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_missing_folder_prints_one_clean_line(tmp_path: Path) -> None:
+    proc = _cli("build", str(tmp_path / "missing"), "--yes")
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_env_shows_the_traceback(tmp_path: Path) -> None:
+    proc = _cli("build", str(tmp_path / "missing"), "--yes", env={"RERANKFORGE_DEBUG": "1"})
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr + proc.stdout
+
+
+def test_bad_option_value_names_it(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nSome text about alpha that is long enough to keep.\n")
+    proc = _cli("build", str(tmp_path / "docs"), "--loss", "hinge", "--yes")
+    assert proc.returncode == 1
+    assert "train.loss" in proc.stderr
+
+
+def test_eval_refuses_a_folder_that_is_no_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "not the run folder of a finished build" in str(result.exception)
+
+
+_NETGUARD = textwrap.dedent(
+    """
+    import os, socket
+    _log = os.environ["RERANKFORGE_TEST_NETLOG"]
+    _real = socket.socket.connect
+    def _guard(self, address):
+        if isinstance(address, tuple) and str(address[0]) not in {"127.0.0.1", "::1", "localhost"}:
+            with open(_log, "a") as fh:
+                fh.write(repr(address) + "\\n")
+            raise ConnectionRefusedError("network blocked by test")
+        return _real(self, address)
+    socket.socket.connect = _guard
+    """
+)
+
+
+@pytest.mark.slow
+def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: Path, small_docs: Path) -> None:
+    """The whole chain with the packaged Qwen2.5 1.5B in llama.cpp, every non-loopback socket blocked."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(_NETGUARD)
+    netlog = tmp_path / "net.log"
+    netlog.write_text("")
+    config = tmp_path / "build.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [llm]
+            provider = "embedded"
+            [parse]
+            max_characters = 600
+            new_after_n_characters = 400
+            [queries]
+            max_queries = 5
+            [mine]
+            top_k = 4
+            [train]
+            epochs = 3
+            max_length = 192
+            dev_fraction = 0.3
+            """
+        )
+    )
+    run_dir = tmp_path / "run"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT)]),
+        "RERANKFORGE_TEST_NETLOG": str(netlog),
+        "COLUMNS": "200",
+    }
+    args = ("build", str(small_docs), "--config", str(config), "--run-dir", str(run_dir), "--yes")
+    first = _cli(*args, env=env, timeout=1500)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "held-out synthetic queries" in first.stdout
+    assert "The reranker is" in first.stdout
+    assert netlog.read_text() == ""
+
+    queries = [json.loads(x) for x in (run_dir / "queries" / "queries.jsonl").read_text().splitlines()]
+    chunks = {
+        c["id"]: c["text"] for c in map(json.loads, (run_dir / "parse" / "chunks.jsonl").read_text().splitlines())
+    }
+    assert queries
+    assert all(q["text"].lower() not in chunks[q["chunk_id"]].lower() for q in queries)
+    judgments = [json.loads(x) for x in (run_dir / "grade" / "judgments.jsonl").read_text().splitlines()]
+    assert judgments and all(0 <= j["grade"] <= 3 for j in judgments)
+    assert (run_dir / "model" / "onnx" / "model_qint8.onnx").is_file()
+    export = json.loads((run_dir / "export" / "manifest.json").read_text())["summary"]
+    assert export["max_abs_diff_fp32"] < 1e-4
+    cache_lines = (run_dir / "llm_cache.jsonl").read_text().count("\n")
+    assert cache_lines >= len(queries)
+
+    second = _cli(*args, env=env, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("skipped") >= 7
+    assert "LLM:" not in second.stdout  # no provider was even started
+    assert (run_dir / "llm_cache.jsonl").read_text().count("\n") == cache_lines
+    assert netlog.read_text() == ""

@@ -1,0 +1,54 @@
+"""Config loading: defaults in one place, TOML files, overrides, and errors that name the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rerankforge.config import BuildConfig, load_config
+from rerankforge.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_loads_with_paths_relative_to_it() -> None:
+    cfg = load_config(ROOT / "examples" / "rerankforge.toml")
+    assert Path(cfg.docs) == (ROOT / "examples" / "docs").resolve()
+    assert cfg.queries.examples_file is not None and Path(cfg.queries.examples_file).is_file()
+    assert cfg.train.loss in {"lce", "wasserstein"}
+
+
+def test_overrides_win_and_none_keeps_the_file_value(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('docs = "d"\n[mine]\ntop_k = 9\n[train]\nloss = "wasserstein"\n')
+    cfg = load_config(path, mine={"top_k": None}, train={"loss": "lce"})
+    assert cfg.mine.top_k == 9 and cfg.train.loss == "lce"
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('docs = "d"\n[train]\nlos = "lce"\n')
+    with pytest.raises(ConfigError, match=r"train\.los: Extra inputs are not permitted"):
+        load_config(path)
+
+
+def test_bad_value_and_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train\.loss"):
+        load_config(None, docs="d", train={"loss": "hinge"})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("docs = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_grade_thresholds_must_not_overlap() -> None:
+    with pytest.raises(ConfigError, match="negative_max_grade"):
+        load_config(None, docs="d", grade={"positive_min_grade": 2, "negative_max_grade": 2})
+
+
+def test_default_run_dir_sits_beside_the_docs(tmp_path: Path) -> None:
+    cfg = BuildConfig(docs=tmp_path / "docs")
+    assert cfg.resolved_run_dir() == tmp_path / "docs-rerankforge-run"

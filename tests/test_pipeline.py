@@ -1,0 +1,152 @@
+"""The whole pipeline on real documents, real Qdrant, real training, with a deterministic LLM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rerankforge import build, load_config
+from rerankforge.artifacts import Chunk, Query, read_jsonl
+from rerankforge.errors import InputError, RerankforgeError
+from rerankforge.pipeline import run_lock
+from tests.fake_llm import FakeLLM
+
+pytestmark = pytest.mark.slow
+
+
+def _config(docs: Path, run_dir: Path, **overrides: object):
+    base = {
+        "queries": {"max_queries": 12},
+        "mine": {"top_k": 4},
+        "train": {"epochs": 2, "max_length": 128, "batch_size": 4},
+    }
+    return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
+    run_dir = tmp_path_factory.mktemp("run")
+    llm = FakeLLM()
+    result = build(_config(example_docs, run_dir), llm=llm)
+    return result, llm, run_dir
+
+
+def test_every_stage_runs_and_writes_its_manifest(built) -> None:
+    result, _, run_dir = built
+    assert [s.name for s in result.stages] == ["parse", "queries", "mine", "grade", "train", "evaluate", "export"]
+    assert all(s.status == "ran" for s in result.stages)
+    for stage in result.stages:
+        manifest = json.loads((run_dir / stage.name / "manifest.json").read_text())
+        assert manifest["key"] and manifest["files"]
+    assert (run_dir / "model" / "onnx" / "model.onnx").is_file()
+    assert (run_dir / "model" / "onnx" / "model_qint8.onnx").is_file()
+
+
+def test_queries_are_not_copies_and_point_at_their_chunk(built) -> None:
+    _, _, run_dir = built
+    chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+    queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
+    assert len(queries) >= 8
+    assert len({q.text for q in queries}) == len(queries)
+    for query in queries:
+        assert query.text.lower() not in chunks[query.chunk_id].text.lower()
+    # the budget is spread across files, not spent on the first chunks of one file
+    assert len({chunks[q.chunk_id].source for q in queries}) >= 8
+
+
+def test_grades_cover_the_source_chunk_and_stay_in_range(built) -> None:
+    _, _, run_dir = built
+    queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
+    judgments = [json.loads(line) for line in (run_dir / "grade" / "judgments.jsonl").read_text().splitlines()]
+    assert all(0 <= j["grade"] <= 3 for j in judgments)
+    graded = {(j["query_id"], j["chunk_id"]) for j in judgments}
+    assert all((q.id, q.chunk_id) in graded for q in queries)
+    flag = [json.loads(line) for line in (run_dir / "grade" / "train_flag.jsonl").read_text().splitlines()]
+    assert flag and all(set(r) >= {"query", "pos", "neg", "pos_scores", "neg_scores"} for r in flag)
+
+
+def test_training_loss_falls_and_the_build_reports_metrics(built) -> None:
+    result, _, _ = built
+    train = result.summary("train")
+    assert train["steps"] > 0
+    assert train["loss_last"] < train["loss_first"]
+    evaluation = result.summary("evaluate")
+    for system in ("first_stage", "reranked"):
+        assert 0.0 <= evaluation[system]["ndcg@10"] <= 1.0
+    assert isinstance(evaluation["better"], bool) and evaluation["verdict"]
+    assert result.summary("export")["max_abs_diff_fp32"] < 1e-4
+
+
+def test_rerun_skips_every_stage_and_makes_no_llm_call(built, example_docs: Path) -> None:
+    _, _, run_dir = built
+    llm = FakeLLM()
+    again = build(_config(example_docs, run_dir), llm=llm)
+    assert [s.status for s in again.stages] == ["skipped"] * 7
+    assert llm.calls == 0
+
+
+def test_a_config_change_reruns_that_stage_and_downstream_only(built, example_docs: Path, tmp_path: Path) -> None:
+    _, _, run_dir = built
+    llm = FakeLLM()
+    # evaluation cut-off changes only the evaluate stage's key
+    again = build(_config(example_docs, run_dir, evaluate={"k": 5}), llm=llm)
+    status = {s.name: s.status for s in again.stages}
+    assert status == {
+        "parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "skipped",
+        "train": "skipped", "evaluate": "ran", "export": "skipped",
+    }  # fmt: skip
+    assert llm.calls == 0
+
+
+def test_a_damaged_artifact_is_detected_and_redone(tmp_path: Path, small_docs: Path) -> None:
+    cfg = _config(small_docs, tmp_path / "run", queries={"max_queries": 6})
+    build(cfg, llm=FakeLLM(), until="queries")
+    chunks = tmp_path / "run" / "parse" / "chunks.jsonl"
+    chunks.write_text(chunks.read_text()[:-20])
+    llm = FakeLLM()
+    again = build(cfg, llm=llm, until="queries")
+    assert [s.status for s in again.stages] == ["ran", "skipped"]
+    assert read_jsonl(chunks, Chunk)  # whole again
+    assert llm.calls == 0
+
+
+def test_force_redoes_stages_but_cached_llm_answers_are_reused(tmp_path: Path, small_docs: Path) -> None:
+    cfg = _config(small_docs, tmp_path / "run", queries={"max_queries": 6})
+    first = FakeLLM()
+    build(cfg, llm=first, until="grade")
+    assert first.calls > 0
+    second = FakeLLM()
+    again = build(cfg, llm=second, until="grade", force=True)
+    assert all(s.status == "ran" for s in again.stages)
+    assert second.calls == 0  # every answer came from the run folder's LLM cache
+
+
+def test_missing_folder_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope.*does not exist"):
+        build(load_config(None, docs=str(tmp_path / "nope")), llm=FakeLLM())
+
+
+def test_empty_folder_says_how_to_fix(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=r"No files found in .*empty"):
+        build(load_config(None, docs=str(tmp_path / "empty"), run_dir=str(tmp_path / "r")), llm=FakeLLM())
+
+
+def test_folder_without_parsable_files_is_an_error_that_lists_reasons(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    (docs / "empty.txt").write_text("")
+    with pytest.raises(InputError, match=r"No file in .* could be parsed.*unsupported file type '.png'"):
+        build(load_config(None, docs=str(docs), run_dir=str(tmp_path / "r")), llm=FakeLLM())
+    report = json.loads((tmp_path / "r" / "parse" / "report.json").read_text())
+    assert {s["path"] for s in report["skipped"]} == {"image.png", "empty.txt"}
+
+
+def test_a_second_build_into_the_same_run_folder_is_refused(tmp_path: Path, small_docs: Path) -> None:
+    run_dir = tmp_path / "run"
+    with run_lock(run_dir):
+        with pytest.raises(RerankforgeError, match="Another build is running"):
+            build(_config(small_docs, run_dir), llm=FakeLLM())
