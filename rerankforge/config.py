@@ -9,10 +9,10 @@ Example:
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rerankforge.errors import ConfigError
@@ -30,7 +30,8 @@ class LLMConfig(Section):
     """Which LLM writes queries and grades passages."""
 
     provider: Literal["auto", "ollama", "openai", "embedded"] = Field(
-        "auto", description="auto: Ollama when a server answers at `host`/OLLAMA_HOST, else embedded llama.cpp."
+        "auto",
+        description="auto: Ollama when a server answers at `host`/OLLAMA_HOST, else embedded llama.cpp.",
     )
     model: str | None = Field(
         None,
@@ -47,7 +48,8 @@ class LLMConfig(Section):
     keep_alive: str = "30m"
     threads: int | None = Field(None, description="Embedded only: CPU threads (default: all cores).")
     chat_template: str | None = Field(
-        None, description="Embedded only: a llama.cpp chat template name (e.g. chatml) for GGUFs that carry none."
+        None,
+        description="Embedded only: a llama.cpp chat template name (e.g. chatml) for GGUFs that carry none.",
     )
 
 
@@ -91,7 +93,9 @@ class GradeConfig(Section):
 
     template: str = "grade.jinja"
     positive_min_grade: int = Field(2, ge=1, le=3, description="A candidate with at least this grade is a positive.")
-    negative_max_grade: int = Field(0, ge=0, le=2, description="A candidate with at most this grade is a hard negative.")
+    negative_max_grade: int = Field(
+        0, ge=0, le=2, description="A candidate with at most this grade is a hard negative."
+    )
     max_tokens: int = 24
 
     @model_validator(mode="after")
@@ -194,7 +198,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist. Pass an existing TOML file, e.g. examples/rerankforge.toml.")
+            raise ConfigError(
+                f"Config file {path} does not exist. Pass an existing TOML file, e.g. examples/rerankforge.toml."
+            )
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
@@ -205,7 +211,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig
     try:
         return BuildConfig(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"Invalid setting in {where}: {problems}. See the config reference in README.md.") from exc

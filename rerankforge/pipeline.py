@@ -46,9 +46,7 @@ class StageResult:
 class StageContext:
     """What a running stage sees: the config, its folder, upstream folders, progress, and the LLM."""
 
-    def __init__(
-        self, config: BuildConfig, run_dir: Path, progress: ProgressCallback, provider: Any = None
-    ) -> None:
+    def __init__(self, config: BuildConfig, run_dir: Path, progress: ProgressCallback, provider: Any = None) -> None:
         self.config = config
         self.run_dir = run_dir
         self._progress = progress

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console()
@@ -42,29 +49,37 @@ class StageProgress:
         self.progress.update(self.tasks[stage], completed=done, total=total or None, note=note[:40])
 
 
+def stage_detail(name: str, s: dict[str, Any]) -> str:
+    """One line of what a stage produced, for the summary table."""
+    if name == "parse":
+        skipped = f", {s['files_skipped']} skipped" if s.get("files_skipped") else ""
+        return f"{s.get('files_parsed')}/{s.get('files_seen')} files, {s.get('chunks')} chunks{skipped}"
+    if name == "queries":
+        dropped = {k: v for k, v in s.get("dropped", {}).items() if v}
+        return f"{s.get('queries_kept')} queries from {s.get('chunks_sampled')} chunks; dropped {dropped or 0}"
+    if name == "mine":
+        return f"top-{s.get('top_k')} of {s.get('chunks_indexed')} chunks; source in top-k {s.get('source_in_top_k')}"
+    if name == "grade":
+        return f"{s.get('graded')} pairs graded; grades 0-3: {list(s.get('grade_histogram', {}).values())}"
+    if name == "train":
+        return (
+            f"{s.get('loss')}, {s.get('groups')} groups, {s.get('steps')} steps, "
+            f"loss {s.get('loss_first')} -> {s.get('loss_last')}"
+        )
+    if name == "evaluate":
+        return f"{s.get('dev_queries')} held-out queries"
+    if name == "export":
+        int8 = f", int8 {s['max_abs_diff_int8']:.1e}" if "max_abs_diff_int8" in s else ""
+        return f"max |onnx - torch|: fp32 {s.get('max_abs_diff_fp32', 0):.1e}{int8}"
+    return ""
+
+
 def summary_table(result: Any) -> Table:
-    table = Table(title="rerankforge build", show_lines=False)
-    table.add_column("stage")
-    table.add_column("status")
-    table.add_column("time", justify="right")
-    table.add_column("result")
+    table = Table(title="rerankforge build")
+    for column in ("stage", "status", "time", "result"):
+        table.add_column(column, justify="right" if column == "time" else "left")
     for stage in result.stages:
-        s = stage.summary
-        detail = {
-            "parse": lambda: f"{s.get('files_parsed')}/{s.get('files_seen')} files, {s.get('chunks')} chunks"
-            + (f", {s.get('files_skipped')} skipped" if s.get("files_skipped") else ""),
-            "queries": lambda: f"{s.get('queries_kept')} queries kept of {s.get('chunks_sampled')} chunks; "
-            f"dropped {s.get('dropped')}",
-            "mine": lambda: f"top-{s.get('top_k')} of {s.get('chunks_indexed')} chunks; source in top-k "
-            f"{s.get('source_in_top_k')}",
-            "grade": lambda: f"{s.get('graded')} pairs graded, histogram {s.get('grade_histogram')}",
-            "train": lambda: f"{s.get('loss')} loss, {s.get('groups')} groups, {s.get('steps')} steps, "
-            f"loss {s.get('loss_first')} -> {s.get('loss_last')}",
-            "evaluate": lambda: f"{s.get('dev_queries')} held-out queries",
-            "export": lambda: f"fp32 max diff {s.get('max_abs_diff_fp32', 0):.1e}"
-            + (f", int8 max diff {s['max_abs_diff_int8']:.1e}" if "max_abs_diff_int8" in s else ""),
-        }.get(stage.name, lambda: "")()
-        table.add_row(stage.name, stage.status, f"{stage.seconds:.0f} s", detail)
+        table.add_row(stage.name, stage.status, f"{stage.seconds:.0f} s", stage_detail(stage.name, stage.summary))
     return table
 
 

@@ -59,7 +59,11 @@ def make_provider(cfg: LLMConfig) -> LLMProvider:
 
         assert cfg.model is not None
         return OllamaProvider(
-            cfg.model, host=cfg.host, timeout_s=cfg.timeout_s, num_ctx=cfg.num_ctx, keep_alive=cfg.keep_alive,
+            cfg.model,
+            host=cfg.host,
+            timeout_s=cfg.timeout_s,
+            num_ctx=cfg.num_ctx,
+            keep_alive=cfg.keep_alive,
             **common,
         )
     if cfg.provider == "openai":

@@ -74,7 +74,7 @@ class LLMProvider(ABC):
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for remote providers
         """Release the model or connection (no-op for remote providers)."""
 
 

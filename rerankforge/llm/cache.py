@@ -122,7 +122,10 @@ class CachedLLM:
                 asked = [
                     *messages,
                     {"role": "assistant", "content": text},
-                    {"role": "user", "content": f"That answer was not usable ({exc}). Reply with only the JSON object."},
+                    {
+                        "role": "user",
+                        "content": f"That answer was not usable ({exc}). Reply with only the JSON object.",
+                    },
                 ]
                 continue
             self.cache.put(key, text, ok=True)

@@ -28,7 +28,7 @@ class GroupLoss(nn.Module):
         if len(sizes) != 1:
             raise ValueError(f"{type(self).__name__} needs groups of equal size, got sizes {sorted(sizes)}")
         group = sizes.pop()
-        pairs = [(query, doc) for query, docs in zip(queries, docs_list) for doc in docs]
+        pairs = [(query, doc) for query, docs in zip(queries, docs_list, strict=True) for doc in docs]
         tokens = self.model.preprocess(pairs, prompt=prompt, task=task)
         tokens = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in tokens.items()}
         scores = self.model(tokens)["scores"].view(len(queries), group).float()

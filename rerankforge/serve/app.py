@@ -63,8 +63,12 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None, quantized: 
     def health() -> dict[str, str]:
         return {"status": "ok", "model": str(reranker.onnx_path)}
 
-    @app.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True,
-              dependencies=[Depends(check_key)])
+    @app.post(
+        "/rerank",
+        response_model=RerankResponse,
+        response_model_exclude_none=True,
+        dependencies=[Depends(check_key)],
+    )
     def rerank(body: RerankRequest) -> RerankResponse:
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
         too_long = [i for i, t in enumerate(texts) if len(t) > MAX_DOCUMENT_CHARS]
@@ -75,10 +79,17 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None, quantized: 
         started = time.perf_counter()
         ranked = reranker.rerank(body.query, texts, top_n=body.top_n)
         results = [
-            Result(index=i, relevance_score=s, document=Document(text=texts[i]) if body.return_documents else None)
+            Result(
+                index=i,
+                relevance_score=s,
+                document=Document(text=texts[i]) if body.return_documents else None,
+            )
             for i, s in ranked
         ]
-        meta = {"billed_units": {"search_units": 1}, "latency_ms": round((time.perf_counter() - started) * 1e3, 2)}
+        meta = {
+            "billed_units": {"search_units": 1},
+            "latency_ms": round((time.perf_counter() - started) * 1e3, 2),
+        }
         return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
     return app

@@ -37,7 +37,11 @@ class Reranker:
     """
 
     def __init__(
-        self, model_dir: str | Path, *, quantized: bool | None = None, threads: int | None = None,
+        self,
+        model_dir: str | Path,
+        *,
+        quantized: bool | None = None,
+        threads: int | None = None,
         batch_size: int = 32,
     ) -> None:
         try:

@@ -24,6 +24,7 @@ def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
         >>> round(ndcg_at_k([0, 3, 1], k=10), 4)
         0.6934
     """
+
     def dcg(grades: Sequence[float]) -> float:
         return sum(g / math.log2(i + 2) for i, g in enumerate(grades[:k]))
 
@@ -47,8 +48,15 @@ def mrr_at_k(ranked_grades: Sequence[float], k: int, relevant_min: float) -> flo
 Scorer = Callable[[str, list[str]], Sequence[float]]
 
 
-def compare_on_dev(run_dir: Path, scorer: Scorer, *, k: int, relevant_min: int, min_gain: float = 0.0,
-                   progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+def compare_on_dev(
+    run_dir: Path,
+    scorer: Scorer,
+    *,
+    k: int,
+    relevant_min: int,
+    min_gain: float = 0.0,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, Any]:
     """First stage vs ``scorer``'s reranking of the same candidates, on a build's held-out queries."""
     chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(run_dir / "queries" / "queries.jsonl", Query)}
@@ -69,8 +77,14 @@ def compare_on_dev(run_dir: Path, scorer: Scorer, *, k: int, relevant_min: int, 
         per_query.append(
             {
                 "query_id": query_id,
-                "first_stage": {"ndcg": ndcg_at_k(first_grades, k), "mrr": mrr_at_k(first_grades, k, relevant_min)},
-                "reranked": {"ndcg": ndcg_at_k(reranked_grades, k), "mrr": mrr_at_k(reranked_grades, k, relevant_min)},
+                "first_stage": {
+                    "ndcg": ndcg_at_k(first_grades, k),
+                    "mrr": mrr_at_k(first_grades, k, relevant_min),
+                },
+                "reranked": {
+                    "ndcg": ndcg_at_k(reranked_grades, k),
+                    "mrr": mrr_at_k(reranked_grades, k, relevant_min),
+                },
             }
         )
 
@@ -90,8 +104,14 @@ def compare_on_dev(run_dir: Path, scorer: Scorer, *, k: int, relevant_min: int, 
         else f"NOT better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries): "
         "keep the first stage's order, or build with more queries / another loss"
     )
-    return {"dev_queries": n, "metrics": metrics, "gain_ndcg": gain, "better": better, "verdict": verdict,
-            "per_query": per_query}
+    return {
+        "dev_queries": n,
+        "metrics": metrics,
+        "gain_ndcg": gain,
+        "better": better,
+        "verdict": verdict,
+        "per_query": per_query,
+    }
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -104,12 +124,21 @@ def run(ctx: StageContext) -> StageResult:
         return model.predict([(query, d) for d in docs], show_progress_bar=False)
 
     result = compare_on_dev(
-        ctx.run_dir, scorer, k=cfg.k, relevant_min=ctx.config.grade.positive_min_grade, min_gain=cfg.min_gain,
+        ctx.run_dir,
+        scorer,
+        k=cfg.k,
+        relevant_min=ctx.config.grade.positive_min_grade,
+        min_gain=cfg.min_gain,
         progress=ctx.progress,
     )
     per_query = result.pop("per_query")
     write_json(ctx.out / "metrics.json", result)
     write_json(ctx.out / "per_query.json", per_query)
-    summary = {"dev_queries": result["dev_queries"], **result["metrics"], "gain_ndcg": result["gain_ndcg"],
-               "better": result["better"], "verdict": result["verdict"]}
+    summary = {
+        "dev_queries": result["dev_queries"],
+        **result["metrics"],
+        "gain_ndcg": result["gain_ndcg"],
+        "better": result["better"],
+        "verdict": result["verdict"],
+    }
     return StageResult(files=["evaluate/metrics.json", "evaluate/per_query.json"], summary=summary)

@@ -40,14 +40,20 @@ def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
             self.inner = hf_model
 
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, args))).logits
+            return self.inner(**dict(zip(names, args, strict=True))).logits
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
     with torch.no_grad():
         torch.onnx.export(
-            Logits(), tuple(sample[n] for n in names), str(path), input_names=names, output_names=["logits"],
-            dynamic_axes=axes, opset_version=opset, dynamo=False,
+            Logits(),
+            tuple(sample[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
         )
     return path
 
@@ -112,9 +118,9 @@ def export_model(
     }
     write_json(model_dir / METADATA_FILE, meta)
     pairs = parity_pairs or DEFAULT_PARITY_PAIRS
-    torch_logits = np.asarray(
-        model.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
-    ).reshape(-1)
+    torch_logits = np.asarray(model.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)).reshape(
+        -1
+    )
 
     def onnx_logits(quantized: bool) -> np.ndarray:
         reranker = Reranker(model_dir, quantized=quantized)
@@ -127,7 +133,11 @@ def export_model(
             f"ONNX fp32 scores differ from torch by {max_diff:.2e} (> export.parity_tolerance "
             f"{parity_tolerance}). The export is wrong; please report this with the backbone name."
         )
-    summary: dict[str, Any] = {"onnx_fp32": "onnx/model.onnx", "max_abs_diff_fp32": max_diff, "pairs": len(pairs)}
+    summary: dict[str, Any] = {
+        "onnx_fp32": "onnx/model.onnx",
+        "max_abs_diff_fp32": max_diff,
+        "pairs": len(pairs),
+    }
     if quantize:
         report(2, 3, "quantizing int8")
         quantize_int8(fp32)

@@ -98,8 +98,12 @@ def run(ctx: StageContext) -> StageResult:
         chunk = chunks[chunk_id]
         messages = template.render(query=query.text, passage=chunk.text, title=chunk.title, source=chunk.source)
         grade = ctx.llm.ask(
-            messages, GRADE_SCHEMA, template_hash=template.sha256, max_tokens=cfg.max_tokens,
-            validate=parse_grade, stage="grade",
+            messages,
+            GRADE_SCHEMA,
+            template_hash=template.sha256,
+            max_tokens=cfg.max_tokens,
+            validate=parse_grade,
+            stage="grade",
         )
         if grade is None:
             failed += 1
@@ -115,9 +119,7 @@ def run(ctx: StageContext) -> StageResult:
     judgments.sort(key=lambda j: (j.query_id, j.chunk_id))
     write_jsonl(ctx.out / "judgments.jsonl", judgments)
     write_jsonl(ctx.out / "train_flag.jsonl", groups)
-    qrels = "query-id\tcorpus-id\tscore\n" + "".join(
-        f"{j.query_id}\t{j.chunk_id}\t{j.grade}\n" for j in judgments
-    )
+    qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"{j.query_id}\t{j.chunk_id}\t{j.grade}\n" for j in judgments)
     atomic_write_text(ctx.out / "qrels.tsv", qrels)
     histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
     source_of = {q.id: q.chunk_id for q in queries}

@@ -42,11 +42,17 @@ def run(ctx: StageContext) -> StageResult:
     model = load_bi_encoder(cfg.bi_encoder)
     ctx.progress(0, 2, "embedding chunks")
     chunk_vectors = model.encode(
-        [c.text for c in chunks], batch_size=cfg.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        [c.text for c in chunks],
+        batch_size=cfg.batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
         show_progress_bar=False,
     )
     query_vectors = model.encode(
-        [q.text for q in queries], batch_size=cfg.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        [q.text for q in queries],
+        batch_size=cfg.batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
         show_progress_bar=False,
     )
     ctx.progress(1, 2, "searching Qdrant")
@@ -60,7 +66,7 @@ def run(ctx: StageContext) -> StageResult:
         index.close()
     position = {c.id: i for i, c in enumerate(chunks)}
     lists, source_found = [], 0
-    for query, query_hits, query_vector in zip(queries, hits, query_vectors):
+    for query, query_hits, query_vector in zip(queries, hits, query_vectors, strict=True):
         candidates = [Candidate(chunk_id=cid, score=score, rank=r) for r, (cid, score) in enumerate(query_hits)]
         if any(c.chunk_id == query.chunk_id for c in candidates):
             source_found += 1

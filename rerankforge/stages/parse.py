@@ -144,7 +144,9 @@ def run(ctx: StageContext) -> StageResult:
             continue
         records = _chunk_records(elements, relative, cfg)
         if not records:
-            reason = "no text extracted" + (" (a scanned PDF? try parse.pdf_strategy = 'hi_res')" if path.suffix.lower() == ".pdf" else "")
+            reason = "no text extracted" + (
+                " (a scanned PDF? try parse.pdf_strategy = 'hi_res')" if path.suffix.lower() == ".pdf" else ""
+            )
             skipped.append(SkippedFile(path=relative, reason=reason))
             continue
         parsed += 1

@@ -91,7 +91,12 @@ def run(ctx: StageContext) -> StageResult:
     schema = {
         "type": "object",
         "properties": {
-            "queries": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": cfg.per_chunk}
+            "queries": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "maxItems": cfg.per_chunk,
+            }
         },
         "required": ["queries"],
     }
@@ -111,7 +116,11 @@ def run(ctx: StageContext) -> StageResult:
             passage=chunk.text, title=chunk.title, source=chunk.source, examples=examples, n=cfg.per_chunk
         )
         answer = ctx.llm.ask(
-            messages, schema, template_hash=template.sha256, max_tokens=cfg.max_tokens, validate=validate,
+            messages,
+            schema,
+            template_hash=template.sha256,
+            max_tokens=cfg.max_tokens,
+            validate=validate,
             stage="queries",
         )
         if answer is None:
@@ -139,4 +148,3 @@ def run(ctx: StageContext) -> StageResult:
     write_jsonl(ctx.out / "beir_queries.jsonl", ({"_id": q.id, "text": q.text} for q in kept))
     summary = {"chunks_sampled": len(sample), "queries_kept": len(kept), "dropped": dropped}
     return StageResult(files=["queries/queries.jsonl", "queries/beir_queries.jsonl"], summary=summary)
-

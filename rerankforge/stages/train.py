@@ -155,9 +155,7 @@ def run(ctx: StageContext) -> StageResult:
         callbacks=[_progress_callback(ctx)],
     )
     trainer.train()
-    history = [
-        {"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e and "step" in e
-    ]
+    history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e and "step" in e]
     model_dir = ctx.run_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)  # stale ONNX files must not outlive the weights they came from
     model.save_pretrained(str(model_dir))
