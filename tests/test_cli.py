@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -141,3 +142,45 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(
     assert "LLM:" not in second.stdout  # no provider was even started
     assert (run_dir / "llm_cache.jsonl").read_text().count("\n") == cache_lines
     assert netlog.read_text() == ""
+
+
+def _run_in_terminal(args: list[str], answers: list[tuple[str, str]], env: dict[str, str]) -> str:
+    """Run the CLI under a pseudo-terminal, answering each prompt (by a text it must show) in turn."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: become the CLI
+        os.execvpe(sys.executable, [sys.executable, "-m", "rerankforge.cli.main", *args], {**os.environ, **env})
+    output, deadline = "", time.monotonic() + 120
+    pending = list(answers)
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                output += data.decode(errors="replace")
+            if pending and pending[0][0] in output:
+                os.write(fd, (pending.pop(0)[1] + "\r").encode())
+        assert not pending, f"never asked: {pending}\n{output}"
+    finally:
+        os.waitpid(pid, 0)
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", output)  # drop colours
+    return re.sub(r"[\s│╭╮╰╯─]+", " ", plain)  # and panel borders and line breaks
+
+
+def test_in_a_terminal_without_options_the_build_is_a_wizard(tmp_path: Path, small_docs: Path) -> None:
+    screen = _run_in_terminal(
+        ["build", str(small_docs), "--run-dir", str(tmp_path / "run")],
+        answers=[("Query budget", "7"), ("Loss", "wasserstein"), ("Run it?", "n")],
+        env={"OLLAMA_HOST": "http://127.0.0.1:9", "COLUMNS": "200"},  # nothing listens there
+    )
+    assert "No Ollama server at http://127.0.0.1:9" in screen
+    assert "about" in screen and "LLM calls" in screen and "wasserstein" in screen
+    assert not (tmp_path / "run" / "parse").exists()  # declined: nothing ran

@@ -48,7 +48,7 @@ def main() -> None:
     except RerankforgeError as exc:
         if os.environ.get("RERANKFORGE_DEBUG"):
             console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")

@@ -1,0 +1,334 @@
+"""The LLM providers against real runtimes: llama.cpp in-process, an Ollama-API server backed by llama.cpp,
+and llama.cpp's own OpenAI-compatible HTTP server. The model is the tiny packaged Gemma 3 270M; the schemas
+are tight (an enum, a short string) so its grammar-constrained answers stay short and fast."""
+
+from __future__ import annotations
+
+import socket
+import time
+import types
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+import rerankforge.llm.base as llm_base
+from rerankforge.config import LLMConfig
+from rerankforge.errors import LLMError
+from rerankforge.llm import extract_json, make_provider, resolve_llm
+from rerankforge.llm.embedded import EmbeddedProvider
+from rerankforge.llm.ollama import OllamaProvider, list_ollama_models, ollama_host
+from rerankforge.llm.openai_compat import OpenAIProvider
+from rerankforge.llm.packaged import packaged_gguf_path
+from tests.ollama_api_server import OllamaAPIServer
+
+SERVED = "gemma3:270m"
+CAPITAL_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["Paris", "London", "Rome", "Berlin"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+SHORT_ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "maxLength": 30}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+QUESTION = [{"role": "user", "content": 'What is the capital of France? Reply in JSON like {"answer": "..."}'}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A loopback URL with nothing listening: connections are refused at once."""
+    return f"http://127.0.0.1:{_free_port()}"
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the retry waits of LLMProvider.chat_json instead of sleeping them (the sleep is not under test)."""
+    waits: list[float] = []
+    fake_time = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
+    fake_time.sleep = waits.append
+    monkeypatch.setattr(llm_base, "time", fake_time)
+    return waits
+
+
+@pytest.fixture
+def ollama_server(gemma_provider: EmbeddedProvider) -> Iterator[OllamaAPIServer]:
+    with OllamaAPIServer(gemma_provider, models=[SERVED], max_lifetime_s=120) as server:
+        yield server
+    assert not server.running
+
+
+def _assert_capital_answer(text: str) -> None:
+    value = extract_json(text)
+    assert set(value) == {"answer"}
+    assert value["answer"] in CAPITAL_SCHEMA["properties"]["answer"]["enum"]
+
+
+# --- embedded llama.cpp ----------------------------------------------------------------------------
+
+
+def test_embedded_chat_json_follows_the_schema(gemma_provider: EmbeddedProvider) -> None:
+    reply = gemma_provider.chat_json(QUESTION, SHORT_ANSWER_SCHEMA, max_tokens=48)
+
+    value = extract_json(reply.text)
+    assert set(value) == {"answer"}
+    assert isinstance(value["answer"], str) and 0 < len(value["answer"]) <= 30
+    assert reply.output_tokens > 0
+    # The chat template must put the messages into the prompt: the question alone is more than 15 tokens.
+    assert reply.prompt_tokens > 15
+
+
+def test_embedded_rejects_an_unknown_model() -> None:
+    with pytest.raises(LLMError, match=r"neither a GGUF file nor a packaged model.*--llm-model"):
+        EmbeddedProvider("no-such-model-q4")
+
+
+# --- Ollama through the official client, against the Ollama-API server -----------------------------
+
+
+def test_ollama_structured_output_through_format_schema(
+    ollama_server: OllamaAPIServer, loopback_only: list[object]
+) -> None:
+    provider = OllamaProvider(SERVED, host=ollama_server.host, retries=0, num_ctx=2048, seed=7)
+
+    reply = provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+
+    _assert_capital_answer(reply.text)
+    assert reply.prompt_tokens > 15 and reply.output_tokens > 0
+    (sent,) = ollama_server.requests_to("/api/chat")
+    assert sent.answered == 200
+    assert sent.body["model"] == SERVED
+    assert sent.body["stream"] is False
+    assert sent.body["format"] == CAPITAL_SCHEMA
+    assert sent.body["keep_alive"] == "30m"
+    assert sent.body["options"] == {"temperature": 0.0, "seed": 7, "num_ctx": 2048, "num_predict": 32}
+    assert sent.body["messages"] == QUESTION
+    assert loopback_only == []
+
+
+def test_list_ollama_models_returns_the_served_names(gemma_provider: EmbeddedProvider) -> None:
+    with OllamaAPIServer(gemma_provider, models=["nomic-embed-text", SERVED]) as server:
+        assert list_ollama_models(server.host) == ["nomic-embed-text:latest", SERVED]
+
+
+def test_list_ollama_models_is_none_when_nothing_answers(dead_url: str) -> None:
+    assert list_ollama_models(dead_url) is None
+
+
+def test_ollama_missing_model_says_how_to_pull_it(ollama_server: OllamaAPIServer, no_backoff: list[float]) -> None:
+    provider = OllamaProvider("qwen2.5:7b-instruct", host=ollama_server.host, retries=2)
+
+    with pytest.raises(LLMError, match=r"has no model 'qwen2.5:7b-instruct'.*ollama pull qwen2.5:7b-instruct"):
+        provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+
+    # A missing model is not transient: asked once, never retried.
+    assert [r.answered for r in ollama_server.requests_to("/api/chat")] == [404]
+    assert no_backoff == []
+
+
+def test_ollama_dead_host_says_how_to_start_it(dead_url: str, no_backoff: list[float]) -> None:
+    provider = OllamaProvider(SERVED, host=dead_url, retries=2)
+
+    with pytest.raises(LLMError, match=rf"No Ollama server answers at {dead_url}.*`ollama serve`"):
+        provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+    assert no_backoff == []
+
+
+def test_ollama_retries_after_a_server_error_and_a_dropped_connection(
+    ollama_server: OllamaAPIServer, no_backoff: list[float]
+) -> None:
+    ollama_server.fail_next(1, status=500, error="llama runner process has terminated", path="/api/chat")
+    ollama_server.drop_next(1, path="/api/chat")
+    provider = OllamaProvider(SERVED, host=ollama_server.host, retries=2)
+
+    reply = provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+
+    _assert_capital_answer(reply.text)
+    attempts = [(r.fault, r.answered) for r in ollama_server.requests_to("/api/chat")]
+    assert attempts == [("status", 500), ("drop", None), (None, 200)]
+    assert len(no_backoff) == 2 and 1.0 <= no_backoff[0] <= 2.0 and 2.0 <= no_backoff[1] <= 4.0
+
+
+def test_ollama_dropped_connection_is_transient(ollama_server: OllamaAPIServer, no_backoff: list[float]) -> None:
+    ollama_server.drop_next(1, path="/api/chat")
+    provider = OllamaProvider(SERVED, host=ollama_server.host, retries=0)
+
+    with pytest.raises(LLMError, match=r"failed 1 times in a row \(RemoteProtocolError"):
+        provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+    assert no_backoff == []
+
+
+def test_ollama_gives_up_when_every_attempt_fails(ollama_server: OllamaAPIServer, no_backoff: list[float]) -> None:
+    ollama_server.fail_next(3, status=503, error="server busy", path="/api/chat")
+    provider = OllamaProvider(SERVED, host=ollama_server.host, retries=2)
+
+    with pytest.raises(LLMError, match=r"ollama:gemma3:270m failed 3 times in a row \(Ollama answered 503: server busy"):
+        provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+    assert len(ollama_server.requests_to("/api/chat")) == 3
+    assert len(no_backoff) == 2 and no_backoff[1] >= 2.0  # exponential backoff
+
+
+def test_ollama_stalled_server_times_out(ollama_server: OllamaAPIServer, no_backoff: list[float]) -> None:
+    ollama_server.stall_next(1, seconds=20, path="/api/chat")
+    provider = OllamaProvider(SERVED, host=ollama_server.host, retries=0, timeout_s=0.5)
+
+    started = time.monotonic()
+    with pytest.raises(LLMError, match=r"failed 1 times in a row \(ReadTimeout"):
+        provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+    assert time.monotonic() - started < 5
+
+
+def test_ollama_host_env_var_is_honoured(
+    ollama_server: OllamaAPIServer, monkeypatch: pytest.MonkeyPatch, dead_url: str
+) -> None:
+    # The Ollama CLI's usual form: host:port without a scheme.
+    env_host = f"127.0.0.1:{ollama_server.port}"
+    monkeypatch.setenv("OLLAMA_HOST", env_host)
+
+    assert ollama_host(None) == env_host
+    assert ollama_host(dead_url) == dead_url  # an explicit host wins
+    assert list_ollama_models() == [SERVED]
+    assert OllamaProvider(SERVED).host == env_host
+    assert resolve_llm(LLMConfig()).provider == "ollama"
+
+
+def test_ollama_host_defaults_to_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    assert ollama_host(None) == "http://127.0.0.1:11434"
+
+
+# --- resolving "auto" ------------------------------------------------------------------------------
+
+
+def test_auto_picks_ollama_and_its_chat_model_when_a_server_answers(gemma_provider: EmbeddedProvider) -> None:
+    with OllamaAPIServer(gemma_provider, models=["nomic-embed-text", SERVED]) as server:
+        host = server.host
+        cfg = LLMConfig(provider="auto", host=host, retries=0, num_ctx=1024)
+
+        resolved = resolve_llm(cfg)
+        provider = make_provider(cfg)
+
+    assert (resolved.provider, resolved.model) == ("ollama", SERVED)  # the embedding model is skipped
+    assert isinstance(provider, OllamaProvider)
+    assert (provider.identity, provider.host, provider.retries) == (f"ollama:{SERVED}", host, 0)
+    assert provider.sampling_options()["num_ctx"] == 1024
+
+
+def test_auto_keeps_a_configured_model_the_server_has(gemma_provider: EmbeddedProvider) -> None:
+    with OllamaAPIServer(gemma_provider, models=["llama3.2:1b", SERVED]) as server:
+        resolved = resolve_llm(LLMConfig(provider="auto", host=server.host, model=SERVED))
+    assert (resolved.provider, resolved.model) == ("ollama", SERVED)
+
+
+def test_auto_falls_back_to_embedded_when_nothing_answers(dead_url: str) -> None:
+    resolved = resolve_llm(LLMConfig(provider="auto", host=dead_url))
+    assert resolved.provider == "embedded"
+    assert resolved.model is None
+
+
+def test_ollama_without_a_model_and_no_server_says_how_to_start_it(dead_url: str) -> None:
+    with pytest.raises(LLMError, match=r"No Ollama server answers at .*`ollama serve`"):
+        resolve_llm(LLMConfig(provider="ollama", host=dead_url))
+
+
+def test_ollama_with_only_embedding_models_says_what_to_pull(gemma_provider: EmbeddedProvider) -> None:
+    with OllamaAPIServer(gemma_provider, models=["nomic-embed-text"]) as server:
+        with pytest.raises(LLMError, match=r"Ollama has no chat model.*ollama pull"):
+            resolve_llm(LLMConfig(provider="ollama", host=server.host))
+
+
+# --- the Ollama-API test server itself -------------------------------------------------------------
+
+
+def test_ollama_api_server_speaks_ollama_and_frees_its_port(gemma_provider: EmbeddedProvider) -> None:
+    server = OllamaAPIServer(gemma_provider, models=[SERVED]).start()
+    port = server.port
+    with httpx.Client(base_url=server.host, timeout=5) as client:
+        assert client.get("/").text == "Ollama is running"
+        assert client.get("/api/version").json() == {"version": "0.12.6"}
+        assert client.get("/api/nope").status_code == 404
+        missing = client.post("/api/chat", json={"model": "gemma3", "messages": [], "stream": False})
+        assert missing.status_code == 404 and missing.json() == {"error": "model 'gemma3' not found"}
+    server.stop()
+    server.stop()  # twice is fine
+
+    assert not server.running
+    with socket.socket() as sock, pytest.raises(ConnectionRefusedError):
+        sock.connect(("127.0.0.1", port))
+
+
+def test_ollama_api_server_stops_itself_after_its_lifetime(gemma_provider: EmbeddedProvider) -> None:
+    server = OllamaAPIServer(gemma_provider, max_lifetime_s=0.2).start()
+    deadline = time.monotonic() + 5
+    while server.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.running
+
+
+# --- OpenAI-compatible: llama.cpp's own HTTP server ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_server_url() -> Iterator[str]:
+    """llama.cpp's OpenAI-compatible server, in-process, on the tiny Gemma, bound to 127.0.0.1."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(packaged_gguf_path("gemma-3-270m-q4_k_m"))
+    params.n_ctx = 2048
+    params.n_parallel = 1
+    params.no_extra_bufts = True
+    params.warmup = False
+    params.verbosity = -1
+    params.chat_template = "gemma"
+    params.use_jinja = False  # with jinja on, "gemma" would be taken as the template text, not a built-in name
+    params.port = _free_port()
+    params.hostnames = ["127.0.0.1"]
+    server = xllamacpp.Server(params)
+    url = str(server.listening_address)
+    yield url
+    del server
+
+
+def test_openai_structured_output_through_json_schema(llama_server_url: str, loopback_only: list[object]) -> None:
+    provider = OpenAIProvider("gemma-3-270m", host=f"{llama_server_url}/v1", retries=0, timeout_s=60)
+
+    reply = provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+
+    _assert_capital_answer(reply.text)
+    assert reply.prompt_tokens > 15 and reply.output_tokens > 0
+    assert loopback_only == []
+
+
+def test_openai_base_url_env_var_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    assert OpenAIProvider("gemma-3-270m").host == "http://127.0.0.1:8080/v1"
+    assert OpenAIProvider("gemma-3-270m", host="http://127.0.0.1:9/v1").host == "http://127.0.0.1:9/v1"
+
+
+def test_openai_wrong_host_fails_after_retries(dead_url: str, no_backoff: list[float]) -> None:
+    provider = OpenAIProvider("gemma-3-270m", host=f"{dead_url}/v1", retries=2, timeout_s=5)
+
+    with pytest.raises(LLMError, match=rf"openai:gemma-3-270m failed 3 times in a row \(cannot reach {dead_url}/v1"):
+        provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
+    assert len(no_backoff) == 2
+
+
+def test_openai_without_a_url_says_what_to_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(LLMError, match=r"needs a server URL: pass --llm-host"):
+        OpenAIProvider("gemma-3-270m")
+
+
+def test_openai_without_a_model_says_what_to_pass() -> None:
+    with pytest.raises(LLMError, match=r"openai provider needs a model name: pass --llm-model"):
+        resolve_llm(LLMConfig(provider="openai", host="http://127.0.0.1:1/v1"))
