@@ -264,7 +264,9 @@ class OllamaAPIServer:
 
     # --- fault injection --------------------------------------------------------------------------
 
-    def fail_next(self, n: int = 1, *, status: int = 500, error: str = "injected failure", path: str | None = None) -> None:
+    def fail_next(
+        self, n: int = 1, *, status: int = 500, error: str = "injected failure", path: str | None = None
+    ) -> None:
         """Answer the next ``n`` matching requests with ``status`` and ``{"error": error}``."""
         self._add_faults(n, Fault("status", status=status, error=error, path=path))
 
@@ -300,6 +302,7 @@ class OllamaAPIServer:
 
     def _route(self, method: str, path: str, body: Any) -> tuple[int | None, bytes, str]:
         text_type = "text/plain; charset=utf-8"
+        json_type = "application/json; charset=utf-8"
         routes = {
             "/": ("GET", "HEAD"),
             "/api/version": ("GET", "HEAD"),
@@ -313,11 +316,10 @@ class OllamaAPIServer:
         if path == "/":
             return 200, b"Ollama is running", text_type
         if path == "/api/version":
-            return 200, json.dumps({"version": self.version}).encode(), "application/json; charset=utf-8"
+            return 200, json.dumps({"version": self.version}).encode(), json_type
         if path == "/api/tags":
-            return 200, json.dumps({"models": [self._model_entry(m) for m in self.models]}).encode(), (
-                "application/json; charset=utf-8"
-            )
+            tags = {"models": [self._model_entry(m) for m in self.models]}
+            return 200, json.dumps(tags).encode(), json_type
         return self._chat(body)
 
     def _model_entry(self, name: str) -> dict[str, Any]:

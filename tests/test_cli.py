@@ -26,9 +26,7 @@ def test_every_command_has_help(command: str) -> None:
     assert "Usage" in result.output
 
 
-def _cli(
-    *args: str, env: dict[str, str] | None = None, timeout: int = 120
-) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "rerankforge.cli.main", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
@@ -79,9 +77,7 @@ _NETGUARD = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(
-    tmp_path: Path, small_docs: Path
-) -> None:
+def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: Path, small_docs: Path) -> None:
     """The whole chain with the packaged Qwen2.5 1.5B in llama.cpp, every non-loopback socket blocked."""
     guard = tmp_path / "guard"
     guard.mkdir()
@@ -123,8 +119,7 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(
 
     queries = [json.loads(x) for x in (run_dir / "queries" / "queries.jsonl").read_text().splitlines()]
     chunks = {
-        c["id"]: c["text"]
-        for c in map(json.loads, (run_dir / "parse" / "chunks.jsonl").read_text().splitlines())
+        c["id"]: c["text"] for c in map(json.loads, (run_dir / "parse" / "chunks.jsonl").read_text().splitlines())
     }
     assert queries
     assert all(q["text"].lower() not in chunks[q["chunk_id"]].lower() for q in queries)

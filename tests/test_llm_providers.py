@@ -76,6 +76,7 @@ def _assert_capital_answer(text: str) -> None:
 # --- embedded llama.cpp ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real generation: ~1 s alone, far longer when the 2 cores are shared
 def test_embedded_chat_json_follows_the_schema(gemma_provider: EmbeddedProvider) -> None:
     reply = gemma_provider.chat_json(QUESTION, SHORT_ANSWER_SCHEMA, max_tokens=48)
 
@@ -95,6 +96,7 @@ def test_embedded_rejects_an_unknown_model() -> None:
 # --- Ollama through the official client, against the Ollama-API server -----------------------------
 
 
+@pytest.mark.slow  # real generation: ~1 s alone, far longer when the 2 cores are shared
 def test_ollama_structured_output_through_format_schema(
     ollama_server: OllamaAPIServer, loopback_only: list[object]
 ) -> None:
@@ -143,6 +145,7 @@ def test_ollama_dead_host_says_how_to_start_it(dead_url: str, no_backoff: list[f
     assert no_backoff == []
 
 
+@pytest.mark.slow  # real generation: ~1 s alone, far longer when the 2 cores are shared
 def test_ollama_retries_after_a_server_error_and_a_dropped_connection(
     ollama_server: OllamaAPIServer, no_backoff: list[float]
 ) -> None:
@@ -171,7 +174,9 @@ def test_ollama_gives_up_when_every_attempt_fails(ollama_server: OllamaAPIServer
     ollama_server.fail_next(3, status=503, error="server busy", path="/api/chat")
     provider = OllamaProvider(SERVED, host=ollama_server.host, retries=2)
 
-    with pytest.raises(LLMError, match=r"ollama:gemma3:270m failed 3 times in a row \(Ollama answered 503: server busy"):
+    with pytest.raises(
+        LLMError, match=r"ollama:gemma3:270m failed 3 times in a row \(Ollama answered 503: server busy"
+    ):
         provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
     assert len(ollama_server.requests_to("/api/chat")) == 3
     assert len(no_backoff) == 2 and no_backoff[1] >= 2.0  # exponential backoff
@@ -266,6 +271,21 @@ def test_ollama_api_server_speaks_ollama_and_frees_its_port(gemma_provider: Embe
         sock.connect(("127.0.0.1", port))
 
 
+@pytest.mark.slow  # real generation
+def test_ollama_api_server_streams_ndjson_when_asked(ollama_server: OllamaAPIServer) -> None:
+    import ollama
+
+    client = ollama.Client(host=ollama_server.host, timeout=120)
+    chunks = list(
+        client.chat(SERVED, messages=QUESTION, format=CAPITAL_SCHEMA, stream=True, options={"num_predict": 32})
+    )
+
+    assert [c.done for c in chunks] == [False, True]
+    _assert_capital_answer("".join(c.message.content or "" for c in chunks))
+    assert chunks[-1].done_reason == "stop" and (chunks[-1].eval_count or 0) > 0
+    assert ollama_server.requests_to("/api/chat")[0].body["stream"] is True
+
+
 def test_ollama_api_server_stops_itself_after_its_lifetime(gemma_provider: EmbeddedProvider) -> None:
     server = OllamaAPIServer(gemma_provider, max_lifetime_s=0.2).start()
     deadline = time.monotonic() + 5
@@ -299,6 +319,7 @@ def llama_server_url() -> Iterator[str]:
     del server
 
 
+@pytest.mark.slow  # real generation: ~1 s alone, far longer when the 2 cores are shared
 def test_openai_structured_output_through_json_schema(llama_server_url: str, loopback_only: list[object]) -> None:
     provider = OpenAIProvider("gemma-3-270m", host=f"{llama_server_url}/v1", retries=0, timeout_s=60)
 

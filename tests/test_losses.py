@@ -12,12 +12,24 @@ from rerankforge.losses.wasserstein import gaussian_w2
 
 QUERIES = ["how long does the battery last", "how do I reset my password", "where is the charging dock"]
 DOCS = [
-    ["A full charge lasts about nine hours.", "The cafeteria opens at 8 am.", "Expenses are due in 30 days.",
-     "The sky is blue today."],
-    ["Open Settings, then Security, to reset it.", "The battery lasts nine hours.", "Parking is free.",
-     "The office closes on holidays."],
-    ["The dock is in room 4 by the window.", "Printer toner is in the cupboard.", "Passwords need 12 characters.",
-     "Book travel through the portal."],
+    [
+        "A full charge lasts about nine hours.",
+        "The cafeteria opens at 8 am.",
+        "Expenses are due in 30 days.",
+        "The sky is blue today.",
+    ],
+    [
+        "Open Settings, then Security, to reset it.",
+        "The battery lasts nine hours.",
+        "Parking is free.",
+        "The office closes on holidays.",
+    ],
+    [
+        "The dock is in room 4 by the window.",
+        "Printer toner is in the cupboard.",
+        "Passwords need 12 characters.",
+        "Book travel through the portal.",
+    ],
 ]
 GRADES = [[3.0, 0.0, 1.0, 0.0], [3.0, 1.0, 0.0, 0.0], [3.0, 0.0, 0.0, 1.0]]
 
@@ -91,7 +103,7 @@ def test_wasserstein_grows_as_prediction_parts_from_target(cross_encoder) -> Non
     direction = torch.randn(8, 4, generator=generator)
     values = [float(loss.group_loss(grades * tau + a * direction, grades)) for a in (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)]
     assert values[0] < 1e-10
-    assert all(later > earlier for earlier, later in zip(values, values[1:])), values
+    assert all(later > earlier for earlier, later in zip(values, values[1:], strict=False)), values
 
 
 def test_wasserstein_of_one_group_is_squared_l2_between_softmaxes(cross_encoder) -> None:
@@ -100,7 +112,7 @@ def test_wasserstein_of_one_group_is_squared_l2_between_softmaxes(cross_encoder)
     scores, grades = [1.0, -2.0, 0.5, 3.0], [3.0, 0.0, 1.0, 2.0]
     p = _softmax([s / tau for s in scores])
     t = _softmax(grades)
-    expected = sum((a - b) ** 2 for a, b in zip(p, t))  # one row: both covariances are zero
+    expected = sum((a - b) ** 2 for a, b in zip(p, t, strict=True))  # one row: both covariances are zero
     got = float(loss.group_loss(torch.tensor([scores]), torch.tensor([grades])))
     assert expected > 0.01
     assert got == pytest.approx(expected, rel=1e-5)
@@ -114,7 +126,7 @@ def test_wasserstein_computes_in_float64(cross_encoder) -> None:
     loss = WassersteinLoss(cross_encoder, temperature=1.0)
     grades = [3.0, 0.0, 1.0, 2.0]
     scores = torch.tensor([[3.0002, -0.0001, 0.9998, 2.0001]])
-    expected = sum((a - b) ** 2 for a, b in zip(_softmax(scores[0].tolist()), _softmax(grades)))
+    expected = sum((a - b) ** 2 for a, b in zip(_softmax(scores[0].tolist()), _softmax(grades), strict=True))
     assert 1e-9 < expected < 1e-7
     assert float(loss.group_loss(scores, torch.tensor([grades]))) == pytest.approx(expected, rel=1e-5)
 
@@ -126,12 +138,18 @@ def _seeded(seed: int, *shape: int) -> torch.Tensor:
 @pytest.mark.parametrize(
     "scores, grades",
     [
-        pytest.param(_seeded(3, 2, 6), torch.tensor([[3.0, 0.0, 1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 3.0, 0.0, 0.0, 2.0]]),
-                     id="batch-smaller-than-group"),
+        pytest.param(
+            _seeded(3, 2, 6),
+            torch.tensor([[3.0, 0.0, 1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 3.0, 0.0, 0.0, 2.0]]),
+            id="batch-smaller-than-group",
+        ),
         pytest.param(torch.zeros(4, 4), torch.tensor([[3.0, 0.0, 1.0, 0.0]] * 4), id="identical-rows"),
         pytest.param(_seeded(4, 1, 4), torch.tensor([[3.0, 0.0, 1.0, 0.0]]), id="single-group"),
-        pytest.param(torch.tensor([[3.0, 0.0, 1.0, 0.0]] * 3) * 0.5, torch.tensor([[3.0, 0.0, 1.0, 0.0]] * 3),
-                     id="identical-rows-at-target"),
+        pytest.param(
+            torch.tensor([[3.0, 0.0, 1.0, 0.0]] * 3) * 0.5,
+            torch.tensor([[3.0, 0.0, 1.0, 0.0]] * 3),
+            id="identical-rows-at-target",
+        ),
     ],
 )
 def test_wasserstein_gradients_are_finite_on_rank_deficient_batches(

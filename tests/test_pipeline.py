@@ -67,9 +67,7 @@ def test_queries_are_not_copies_and_point_at_their_chunk(built) -> None:
 def test_grades_cover_the_source_chunk_and_stay_in_range(built) -> None:
     _, _, run_dir = built
     queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
-    judgments = [
-        json.loads(line) for line in (run_dir / "grade" / "judgments.jsonl").read_text().splitlines()
-    ]
+    judgments = [json.loads(line) for line in (run_dir / "grade" / "judgments.jsonl").read_text().splitlines()]
     assert all(0 <= j["grade"] <= 3 for j in judgments)
     graded = {(j["query_id"], j["chunk_id"]) for j in judgments}
     assert all((q.id, q.chunk_id) in graded for q in queries)
@@ -97,9 +95,7 @@ def test_rerun_skips_every_stage_and_makes_no_llm_call(built, example_docs: Path
     assert llm.calls == 0
 
 
-def test_a_config_change_reruns_that_stage_and_downstream_only(
-    built, example_docs: Path, tmp_path: Path
-) -> None:
+def test_a_config_change_reruns_that_stage_and_downstream_only(built, example_docs: Path, tmp_path: Path) -> None:
     _, _, run_dir = built
     llm = FakeLLM()
     # evaluation cut-off changes only the evaluate stage's key

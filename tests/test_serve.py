@@ -177,11 +177,29 @@ def test_api_key_accepts_the_right_token_and_leaves_health_open(secured_client: 
 
 
 def test_concurrent_requests_match_sequential_ones(client: TestClient) -> None:
-    queries = [f"question {i}: {topic}" for i, topic in enumerate(
-        ["battery life", "charging dock", "expense deadline", "cafeteria hours", "green LED", "travel policy",
-         "reset password", "undocking", "nine hours", "weekday opening", "tax filing", "contractors",
-         "normal operation", "zzz", "room number", "toner"]
-    )]
+    queries = [
+        f"question {i}: {topic}"
+        for i, topic in enumerate(
+            [
+                "battery life",
+                "charging dock",
+                "expense deadline",
+                "cafeteria hours",
+                "green LED",
+                "travel policy",
+                "reset password",
+                "undocking",
+                "nine hours",
+                "weekday opening",
+                "tax filing",
+                "contractors",
+                "normal operation",
+                "zzz",
+                "room number",
+                "toner",
+            ]
+        )
+    ]
     docs = DOCS[:5]  # the short ones: 32 requests stay quick on a small CPU
     sequential = {q: client.post("/rerank", json={"query": q, "documents": docs}).json()["results"] for q in queries}
     concurrent: dict[str, list[dict]] = {}
@@ -224,9 +242,15 @@ def test_reranker_rerank_orders_by_score(reranker: Reranker) -> None:
 
 def test_serving_imports_no_torch(model_dir: Path) -> None:
     modules_only = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; import rerankforge.serve.runtime, rerankforge.serve.app; print('torch' in sys.modules)"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys; import rerankforge.serve.runtime, rerankforge.serve.app; print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert modules_only.stdout.strip() == "False", modules_only.stderr
     # and after building the app and scoring a request (onnxruntime, tokenizers, fastapi all loaded)

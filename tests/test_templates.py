@@ -29,10 +29,7 @@ def test_queries_template_shows_the_examples() -> None:
     messages = load_template("queries.jinja").render(
         passage="p", title=None, source="a.md", examples=["first example", "second example"], n=2
     )
-    assert (
-        "- first example" in messages[1]["content"]
-        and "Write 2 different search queries" in messages[1]["content"]
-    )
+    assert "- first example" in messages[1]["content"] and "Write 2 different search queries" in messages[1]["content"]
 
 
 def test_a_users_template_file_replaces_the_shipped_one(tmp_path: Path) -> None:

@@ -82,6 +82,17 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 
 
+_DECODER = json.JSONDecoder()
+
+
+def _decode_at(candidate: str, start: int) -> Any:
+    """The JSON value starting at ``start``; trailing commas are repaired only when strict parsing fails."""
+    try:
+        return _DECODER.raw_decode(candidate, start)[0]
+    except json.JSONDecodeError:
+        return _DECODER.raw_decode(_TRAILING_COMMA.sub(r"\1", candidate[start:]))[0]
+
+
 def extract_json(text: str) -> Any:
     """Parse JSON from model output that may wrap it in prose or code fences or leave trailing commas.
 
@@ -93,15 +104,13 @@ def extract_json(text: str) -> Any:
     """
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
-        for opener, closer in (("{", "}"), ("[", "]")):
+        for opener in "{[":
             start = candidate.find(opener)
-            end = candidate.rfind(closer)
-            if start != -1 and end > start:
-                snippet = _TRAILING_COMMA.sub(r"\1", candidate[start : end + 1])
+            while start != -1:
                 try:
-                    return json.loads(snippet)
+                    return _decode_at(candidate, start)
                 except json.JSONDecodeError:
-                    continue
+                    start = candidate.find(opener, start + 1)
     stripped = text.strip()
     if re.fullmatch(r"-?\d+(\.\d+)?", stripped):
         return json.loads(stripped)

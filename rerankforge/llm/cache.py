@@ -50,6 +50,12 @@ class LLMCache:
                         self._entries[entry["key"]] = entry
                     except (json.JSONDecodeError, KeyError, TypeError):
                         logger.warning("Ignoring a damaged line in the LLM cache %s", path)
+            with path.open("rb+") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size:
+                    handle.seek(size - 1)
+                    if handle.read(1) != b"\n":
+                        handle.write(b"\n")  # end a torn last line so the next append starts a line of its own
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def __len__(self) -> int:
@@ -98,11 +104,13 @@ class CachedLLM:
         key = self.key(messages, schema, template_hash)
         cached = self.cache.get(key)
         if cached is not None:
-            self.stats.cache_hits += 1
             if not cached["ok"]:
+                self.stats.cache_hits += 1
                 return None
             try:
-                return validate(extract_json(cached["text"]))
+                value = validate(extract_json(cached["text"]))
+                self.stats.cache_hits += 1
+                return value
             except (ValueError, TypeError, KeyError):
                 logger.warning("A cached LLM answer no longer validates; asking again")
         text = ""

@@ -60,6 +60,7 @@ class EmbeddedProvider(LLMProvider):
         chat_template = chat_template or (packaged.chat_template if packaged else None)
         if chat_template:
             params.chat_template = chat_template
+            params.use_jinja = False  # a built-in template name; with jinja on it would be the template text
         try:
             self._server: Any = xllamacpp.Server(params)
         except Exception as exc:

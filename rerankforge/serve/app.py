@@ -5,8 +5,8 @@ Example:
     >>> app = create_app("run/model")  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must resolve the request models, defined inside
+# create_app, from real annotations rather than strings.
 import hmac
 import time
 import uuid

@@ -31,7 +31,8 @@ class Reranker:
 
     Args:
         model_dir: a folder written by ``rerankforge build``/``export`` (``onnx/model*.onnx`` + tokenizer).
-        quantized: use ``onnx/model_qint8.onnx``; ``None`` follows the export's recommendation.
+        quantized: use ``onnx/model_qint8.onnx``; ``None``: int8 when the export recommended it (its nDCG on
+            the held-out queries within 1 point of fp32), else fp32.
         threads: intra-op threads for onnxruntime (default: all cores).
         batch_size: pairs per forward pass.
     """

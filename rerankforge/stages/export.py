@@ -10,6 +10,8 @@ Layout (what sentence-transformers' ONNX backend and other ONNX servers read)::
 
 from __future__ import annotations
 
+import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +74,12 @@ def _parity_pairs(ctx: StageContext, limit: int = 32) -> list[tuple[str, str]]:
     chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
     queries = read_jsonl(ctx.dir("queries") / "queries.jsonl", Query)
     texts = {c.id: c.text for c in chunks}
-    pairs = [(q.text, texts[q.chunk_id]) for q in queries[:limit]]
-    # mismatched pairs too, so the check covers low scores as well as high ones
-    return pairs + [(q.text, chunks[(i * 7 + 3) % len(chunks)].text) for i, q in enumerate(queries[:limit])]
+    # each query with its own chunk and two others, so the check covers high and low scores and padding
+    return [
+        (q.text, text)
+        for i, q in enumerate(queries[:limit])
+        for text in (texts[q.chunk_id], chunks[(i * 7 + 3) % len(chunks)].text, chunks[(i * 5 + 1) % len(chunks)].text)
+    ]
 
 
 DEFAULT_PARITY_PAIRS = [
@@ -123,8 +128,12 @@ def export_model(
     )
 
     def onnx_logits(quantized: bool) -> np.ndarray:
+        # one call per run of pairs with the same query: batches with padding, as served
         reranker = Reranker(model_dir, quantized=quantized)
-        return np.concatenate([reranker.logits(q, [d]) for q, d in pairs])
+        scores: list[np.ndarray] = []
+        for query, run in itertools.groupby(pairs, key=lambda pair: pair[0]):
+            scores.append(reranker.logits(query, [doc for _, doc in run]))
+        return np.concatenate(scores)
 
     report(1, 3, "parity check")
     max_diff = float(np.max(np.abs(torch_logits - onnx_logits(False))))
@@ -148,6 +157,25 @@ def export_model(
     return summary
 
 
+def int8_quality(ctx: StageContext, model_dir: Path) -> dict[str, Any]:
+    """nDCG@k of the fp32 and int8 ONNX models on the held-out queries; int8 is recommended within 1 point."""
+    from rerankforge.stages.evaluate import compare_on_dev
+
+    k = ctx.config.evaluate.k
+    ndcg = {}
+    for name, quantized in (("fp32", False), ("int8", True)):
+        scorer = Reranker(model_dir, quantized=quantized).logits
+        result = compare_on_dev(ctx.run_dir, scorer, k=k, relevant_min=ctx.config.grade.positive_min_grade)
+        ndcg[name] = result["metrics"]["reranked"][f"ndcg@{k}"]
+    loss = round(ndcg["fp32"] - ndcg["int8"], 4)
+    return {
+        f"ndcg@{k}_fp32": ndcg["fp32"],
+        f"ndcg@{k}_int8": ndcg["int8"],
+        "int8_ndcg_loss": loss,
+        "int8_recommended": loss <= 0.01,
+    }
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.export
     model_dir = ctx.run_dir / "model"
@@ -160,5 +188,9 @@ def run(ctx: StageContext) -> StageResult:
         parity_pairs=_parity_pairs(ctx),
         progress=ctx.progress,
     )
+    if cfg.quantize:
+        summary.update(int8_quality(ctx, model_dir))
+        meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+        write_json(model_dir / METADATA_FILE, {**meta, "int8_recommended": summary["int8_recommended"]})
     names = ["onnx/model.onnx", METADATA_FILE] + (["onnx/model_qint8.onnx"] if cfg.quantize else [])
     return StageResult(files=[f"model/{n}" for n in names], summary=summary)
