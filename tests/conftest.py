@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +82,15 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
     return refused
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the retry waits of LLMProvider.chat_json instead of sleeping them (the sleep is not under test)."""
+    import rerankforge.llm.base as llm_base
+
+    waits: list[float] = []
+    fake_time = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
+    fake_time.sleep = waits.append
+    monkeypatch.setattr(llm_base, "time", fake_time)
+    return waits

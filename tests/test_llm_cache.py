@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import rerankforge.llm.base as llm_base
 from rerankforge.errors import LLMError
 from rerankforge.llm import CachedLLM, LLMCache, LLMProvider, LLMReply, extract_json
 from rerankforge.llm.base import Message, TransientLLMError
@@ -59,16 +56,6 @@ def ask(llm: CachedLLM, messages: list[Message] = MESSAGES, template_hash: str =
 @pytest.fixture
 def cache_path(tmp_path: Path) -> Path:
     return tmp_path / "run" / "llm_cache.jsonl"
-
-
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the retry waits of LLMProvider.chat_json instead of sleeping them (the sleep is not under test)."""
-    waits: list[float] = []
-    fake_time = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
-    fake_time.sleep = waits.append
-    monkeypatch.setattr(llm_base, "time", fake_time)
-    return waits
 
 
 # --- extract_json ----------------------------------------------------------------------------------

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import socket
 import time
-import types
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-import rerankforge.llm.base as llm_base
 from rerankforge.config import LLMConfig
 from rerankforge.errors import LLMError
 from rerankforge.llm import extract_json, make_provider, resolve_llm
@@ -48,16 +46,6 @@ def _free_port() -> int:
 def dead_url() -> str:
     """A loopback URL with nothing listening: connections are refused at once."""
     return f"http://127.0.0.1:{_free_port()}"
-
-
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the retry waits of LLMProvider.chat_json instead of sleeping them (the sleep is not under test)."""
-    waits: list[float] = []
-    fake_time = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
-    fake_time.sleep = waits.append
-    monkeypatch.setattr(llm_base, "time", fake_time)
-    return waits
 
 
 @pytest.fixture

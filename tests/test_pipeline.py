@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,16 @@ def test_a_second_build_into_the_same_run_folder_is_refused(tmp_path: Path, smal
     with run_lock(run_dir):
         with pytest.raises(RerankforgeError, match="Another build is running"):
             build(_config(small_docs, run_dir), llm=FakeLLM())
+
+
+def test_wasserstein_loss_trains_on_the_same_graded_data(built, example_docs: Path, tmp_path: Path) -> None:
+    _, _, run_dir = built
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    llm = FakeLLM()
+    result = build(_config(example_docs, copy, train={"loss": "wasserstein", "epochs": 2, "max_length": 128}), llm=llm)
+    status = {s.name: s.status for s in result.stages}
+    assert status["grade"] == "skipped" and status["train"] == "ran" and llm.calls == 0
+    train = result.summary("train")
+    assert train["loss"] == "wasserstein"
+    assert train["loss_last"] < train["loss_first"]

@@ -58,14 +58,6 @@ def models_home() -> Path:
     return root / "models"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _part_paths(model: PackagedGGUF) -> list[Path]:
     paths = []
     for module, relative in model.parts:

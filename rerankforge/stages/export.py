@@ -10,8 +10,12 @@ Layout (what sentence-transformers' ONNX backend and other ONNX servers read)::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +50,8 @@ def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape checks that are constant for encoders
         torch.onnx.export(
             Logits(),
             tuple(sample[n] for n in names),
@@ -61,13 +66,32 @@ def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
 
 
 def quantize_int8(fp32: Path) -> Path:
+    """Dynamic int8 quantization (per-channel weights) after onnxruntime's recommended pre-processing."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise MissingDependencyError("onnxruntime", "build", "int8 quantization") from exc
     target = fp32.with_name("model_qint8.onnx")
-    quantize_dynamic(str(fp32), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    prepared = fp32.with_name(".model_prepared.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # dynamic axes defeat it
+        with _quiet_root_logger():  # the quantizer logs every tensor it skips on the root logger
+            quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        prepared.unlink(missing_ok=True)
     return target
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _parity_pairs(ctx: StageContext, limit: int = 32) -> list[tuple[str, str]]:

@@ -35,33 +35,29 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _embed(encode: Any, texts: list[str], batch_size: int) -> np.ndarray:
+    vectors = encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.mine
     chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
     queries = read_jsonl(ctx.dir("queries") / "queries.jsonl", Query)
     model = load_bi_encoder(cfg.bi_encoder)
     ctx.progress(0, 2, "embedding chunks")
-    chunk_vectors = model.encode(
-        [c.text for c in chunks],
-        batch_size=cfg.batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    query_vectors = model.encode(
-        [q.text for q in queries],
-        batch_size=cfg.batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
+    # encode_document / encode_query apply the model's own prompts, which asymmetric bi-encoders need
+    chunk_vectors = _embed(model.encode_document, [c.text for c in chunks], cfg.batch_size)
+    query_vectors = _embed(model.encode_query, [q.text for q in queries], cfg.batch_size)
     ctx.progress(1, 2, "searching Qdrant")
     index = QdrantIndex(
         path=None if cfg.qdrant_url else ctx.out / "qdrant", url=cfg.qdrant_url, collection=cfg.collection
     )
     try:
-        index.rebuild(np.asarray(chunk_vectors, dtype=np.float32), [c.id for c in chunks])
-        hits = index.search(np.asarray(query_vectors, dtype=np.float32), k=min(cfg.top_k, len(chunks)))
+        index.rebuild(chunk_vectors, [c.id for c in chunks])
+        hits = index.search(query_vectors, k=min(cfg.top_k, len(chunks)))
     finally:
         index.close()
     position = {c.id: i for i, c in enumerate(chunks)}

@@ -96,7 +96,7 @@ def load_cross_encoder(name: str, max_length: int) -> Any:
 def run(ctx: StageContext) -> StageResult:
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from transformers import set_seed
+    from transformers import PrinterCallback, set_seed
 
     from rerankforge.losses import LOSSES
 
@@ -137,7 +137,7 @@ def run(ctx: StageContext) -> StageResult:
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
-        warmup_ratio=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=1,
@@ -154,6 +154,7 @@ def run(ctx: StageContext) -> StageResult:
         loss=loss,
         callbacks=[_progress_callback(ctx)],
     )
+    trainer.remove_callback(PrinterCallback)  # library code prints nothing: progress goes through ctx
     trainer.train()
     history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e and "step" in e]
     model_dir = ctx.run_dir / "model"
