@@ -123,7 +123,7 @@ def _stages() -> list[Stage]:
         Stage("grade", grade.VERSION, grade.run, ("grade",), ("parse", "queries", "mine"), grade.cache_inputs),
         Stage("train", train.VERSION, train.run, ("train",), ("parse", "grade"), train.cache_inputs),
         Stage("evaluate", evaluate.VERSION, evaluate.run, ("evaluate",), ("parse", "mine", "grade", "train")),
-        Stage("export", export.VERSION, export.run, ("export",), ("train",)),
+        Stage("export", export.VERSION, export.run, ("export",), ("train", "evaluate")),
     ]
 
 

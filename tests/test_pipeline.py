@@ -85,7 +85,11 @@ def test_training_loss_falls_and_the_build_reports_metrics(built) -> None:
     for system in ("first_stage", "reranked"):
         assert 0.0 <= evaluation[system]["ndcg@10"] <= 1.0
     assert isinstance(evaluation["better"], bool) and evaluation["verdict"]
-    assert result.summary("export")["max_abs_diff_fp32"] < 1e-4
+    # fusion with the first stage is chosen on the same queries, so it can never score below the first stage
+    assert evaluation["fused"]["ndcg@10"] >= evaluation["first_stage"]["ndcg@10"]
+    export = result.summary("export")
+    assert export["max_abs_diff_fp32"] < 1e-4
+    assert export["fusion_alpha"] == evaluation["fusion"]["alpha"]
 
 
 def test_rerun_skips_every_stage_and_makes_no_llm_call(built, example_docs: Path) -> None:
@@ -99,12 +103,12 @@ def test_rerun_skips_every_stage_and_makes_no_llm_call(built, example_docs: Path
 def test_a_config_change_reruns_that_stage_and_downstream_only(built, example_docs: Path, tmp_path: Path) -> None:
     _, _, run_dir = built
     llm = FakeLLM()
-    # evaluation cut-off changes only the evaluate stage's key
+    # the evaluation cut-off changes the evaluate stage's key, and export's (it stores the fusion weight)
     again = build(_config(example_docs, run_dir, evaluate={"k": 5}), llm=llm)
     status = {s.name: s.status for s in again.stages}
     assert status == {
         "parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "skipped",
-        "train": "skipped", "evaluate": "ran", "export": "skipped",
+        "train": "skipped", "evaluate": "ran", "export": "ran",
     }  # fmt: skip
     assert llm.calls == 0
 
@@ -172,3 +176,17 @@ def test_wasserstein_loss_trains_on_the_same_graded_data(built, example_docs: Pa
     train = result.summary("train")
     assert train["loss"] == "wasserstein"
     assert train["loss_last"] < train["loss_first"]
+
+
+@pytest.mark.parametrize("flags", [[], ["--onnx"], ["--onnx", "--int8"]])
+def test_eval_command_rescores_a_finished_build(built, flags: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from rerankforge.cli.main import app
+
+    result, _, run_dir = built
+    out = CliRunner().invoke(app, ["eval", str(run_dir), *flags], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    alpha = result.summary("evaluate")["fusion"]["alpha"]
+    assert f"fused with the first stage (alpha {alpha})" in out.output
+    assert "The reranker is" in out.output

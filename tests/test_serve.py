@@ -265,3 +265,29 @@ def test_serving_imports_no_torch(model_dir: Path) -> None:
     """)
     serving = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert serving.stdout.strip() == "[]", serving.stderr
+
+
+def test_first_stage_scores_are_ignored_without_a_fusion_weight(client: TestClient) -> None:
+    body = {"query": "battery", "documents": ["battery lasts 9 h", "leave policy"], "first_stage_scores": [0.1, 0.9]}
+    response = client.post("/rerank", json=body)
+    assert response.status_code == 200
+    assert response.json()["meta"]["fusion"] == {"applied": False, "alpha": None}
+
+
+def test_fusion_weight_from_the_build_is_applied_to_first_stage_scores(model_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    fused_dir = tmp_path / "model"
+    shutil.copytree(model_dir, fused_dir)
+    meta = json.loads((fused_dir / "rerankforge.json").read_text())
+    (fused_dir / "rerankforge.json").write_text(json.dumps({**meta, "fusion_alpha": 0.0}))
+    client = TestClient(create_app(fused_dir))
+    docs = ["the charging dock needs a 32 A breaker", "battery runtime is 9 hours", "bereavement leave"]
+    body = {"query": "battery runtime", "documents": docs, "first_stage_scores": [0.2, 0.1, 0.9]}
+    response = client.post("/rerank", json=body).json()
+    # alpha 0: the first stage's order, whatever the reranker thinks
+    assert [r["index"] for r in response["results"]] == [2, 0, 1]
+    assert response["meta"]["fusion"] == {"applied": True, "alpha": 0.0}
+    bad = client.post("/rerank", json={**body, "first_stage_scores": [0.2]})
+    assert bad.status_code == 422 and "1 scores for 3 documents" in bad.text

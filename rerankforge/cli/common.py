@@ -89,6 +89,10 @@ def metrics_table(summary: dict[str, Any]) -> Table:
     metric_names = list(summary["first_stage"])
     for name in metric_names:
         table.add_column(name, justify="right")
-    for system, label in (("first_stage", "first stage (bi-encoder)"), ("reranked", "reranked (your model)")):
+    alpha = summary.get("fusion", {}).get("alpha")
+    rows = [("first_stage", "first stage (bi-encoder)"), ("reranked", "reranked (your model)")]
+    if "fused" in summary and alpha is not None:
+        rows.append(("fused", f"fused with the first stage (alpha {alpha})"))
+    for system, label in rows:
         table.add_row(label, *(f"{summary[system][m]:.4f}" for m in metric_names))
     return table

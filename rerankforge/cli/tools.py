@@ -40,8 +40,11 @@ def eval_command(
         def scorer(query: str, docs: list[str]):  # type: ignore[no-untyped-def]
             return cross_encoder.predict([(query, d) for d in docs], show_progress_bar=False)
 
-    result = compare_on_dev(run_dir, scorer, k=k, relevant_min=cfg["grade"]["positive_min_grade"])
-    console.print(metrics_table(result["metrics"]))
+    from rerankforge.serve.runtime import read_metadata
+
+    alpha = read_metadata(model_dir).get("fusion_alpha")  # the build's weight; None: choose one here
+    result = compare_on_dev(run_dir, scorer, k=k, relevant_min=cfg["grade"]["positive_min_grade"], alpha=alpha)
+    console.print(metrics_table({**result["metrics"], "fusion": result["fusion"]}))
     console.print(f"The reranker is {result['verdict']}")
 
 

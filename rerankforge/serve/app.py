@@ -38,6 +38,9 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None, quantized: 
         top_n: int | None = Field(None, ge=1)
         return_documents: bool = False
         model: str | None = None
+        first_stage_scores: list[float] | None = Field(
+            None, description="Your retriever's scores, one per document: fused with the reranker's when given."
+        )
 
     class Result(BaseModel):
         index: int
@@ -76,8 +79,14 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None, quantized: 
             raise HTTPException(
                 status_code=422, detail=f"documents {too_long[:5]} exceed {MAX_DOCUMENT_CHARS} characters"
             )
+        if body.first_stage_scores is not None and len(body.first_stage_scores) != len(texts):
+            raise HTTPException(
+                status_code=422,
+                detail=f"first_stage_scores has {len(body.first_stage_scores)} scores for {len(texts)} documents",
+            )
         started = time.perf_counter()
-        ranked = reranker.rerank(body.query, texts, top_n=body.top_n)
+        ranked = reranker.rerank(body.query, texts, top_n=body.top_n, first_stage_scores=body.first_stage_scores)
+        fused = body.first_stage_scores is not None and reranker.fusion_alpha is not None
         results = [
             Result(
                 index=i,
@@ -86,9 +95,10 @@ def create_app(model_dir: str | Path, *, api_key: str | None = None, quantized: 
             )
             for i, s in ranked
         ]
-        meta = {
+        meta: dict[str, Any] = {
             "billed_units": {"search_units": 1},
             "latency_ms": round((time.perf_counter() - started) * 1e3, 2),
+            "fusion": {"applied": fused, "alpha": reranker.fusion_alpha if fused else None},
         }
         return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rerankforge.errors import InputError, MissingDependencyError
+from rerankforge.fusion import fuse
 
 METADATA_FILE = "rerankforge.json"
 
@@ -63,6 +64,7 @@ class Reranker:
             )
         self.onnx_path = onnx_path
         self.max_length = int(meta.get("max_length", 512))
+        self.fusion_alpha: float | None = meta.get("fusion_alpha")
         self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.enable_truncation(self.max_length, strategy="longest_first")
@@ -91,8 +93,21 @@ class Reranker:
         """Relevance in (0, 1): the sigmoid of the logits, as CrossEncoder.predict gives."""
         return 1.0 / (1.0 + np.exp(-self.logits(query, documents)))
 
-    def rerank(self, query: str, documents: list[str], top_n: int | None = None) -> list[tuple[int, float]]:
-        """(index, score) pairs, best first."""
+    def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        top_n: int | None = None,
+        first_stage_scores: list[float] | None = None,
+    ) -> list[tuple[int, float]]:
+        """(index, score) pairs, best first.
+
+        With ``first_stage_scores`` (one per document, higher = better, from your retriever) and a fusion
+        weight chosen at build time, the score is ``alpha * minmax(reranker) + (1 - alpha) * minmax(first stage)``
+        per query (see :mod:`rerankforge.fusion`); without them, the reranker's sigmoid score.
+        """
         scores = self.score(query, documents)
+        if first_stage_scores is not None and self.fusion_alpha is not None:
+            scores = fuse(scores, first_stage_scores, self.fusion_alpha)
         order = np.argsort(-scores, kind="stable")[: top_n or len(documents)]
         return [(int(i), float(scores[i])) for i in order]

@@ -11,10 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl, write_json
+from rerankforge.fusion import choose_alpha, fuse
 from rerankforge.pipeline import StageContext, StageResult
 
-VERSION = "1"
+VERSION = "2"
 
 
 def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
@@ -55,9 +58,13 @@ def compare_on_dev(
     k: int,
     relevant_min: int,
     min_gain: float = 0.0,
+    alpha: float | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
-    """First stage vs ``scorer``'s reranking of the same candidates, on a build's held-out queries."""
+    """First stage vs ``scorer``'s reranking vs their fusion, on the same candidates of a build's held-out queries.
+
+    ``alpha`` is the fusion weight; ``None`` chooses it on these queries (see :mod:`rerankforge.fusion`).
+    """
     chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(run_dir / "queries" / "queries.jsonl", Query)}
     candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
@@ -65,26 +72,31 @@ def compare_on_dev(
         (j.query_id, j.chunk_id): j.grade for j in read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
     }
     dev_ids = read_json(run_dir / "train" / "split.json")["dev"]
-    per_query: list[dict[str, Any]] = []
+    scored: list[tuple[list[int], list[float], list[float]]] = []
     for done, query_id in enumerate(dev_ids):
         if progress:
             progress(done, len(dev_ids), "reranking")
         ranked = candidates[query_id].candidates
         first_grades = [grades.get((query_id, c.chunk_id), 0) for c in ranked]
         scores = scorer(queries[query_id].text, [chunks[c.chunk_id].text for c in ranked])
-        order = sorted(range(len(ranked)), key=lambda i: -float(scores[i]))
-        reranked_grades = [first_grades[i] for i in order]
+        scored.append((first_grades, [float(x) for x in scores], [c.score for c in ranked]))
+    if alpha is None:
+        alpha, _ = choose_alpha(scored, lambda ranked_grades: ndcg_at_k(ranked_grades, k))
+
+    def measure(ranked_grades: list[int]) -> dict[str, float]:
+        return {"ndcg": ndcg_at_k(ranked_grades, k), "mrr": mrr_at_k(ranked_grades, k, relevant_min)}
+
+    per_query: list[dict[str, Any]] = []
+    for query_id, (first_grades, reranker, first_stage) in zip(dev_ids, scored, strict=True):
+        systems = {
+            "first_stage": range(len(first_grades)),
+            "reranked": np.argsort(-np.asarray(reranker), kind="stable"),
+            "fused": np.argsort(-fuse(reranker, first_stage, alpha), kind="stable"),
+        }
         per_query.append(
             {
                 "query_id": query_id,
-                "first_stage": {
-                    "ndcg": ndcg_at_k(first_grades, k),
-                    "mrr": mrr_at_k(first_grades, k, relevant_min),
-                },
-                "reranked": {
-                    "ndcg": ndcg_at_k(reranked_grades, k),
-                    "mrr": mrr_at_k(reranked_grades, k, relevant_min),
-                },
+                **{name: measure([first_grades[i] for i in order]) for name, order in systems.items()},
             }
         )
 
@@ -93,16 +105,17 @@ def compare_on_dev(
 
     metrics = {
         system: {f"ndcg@{k}": mean(system, "ndcg"), f"mrr@{k}": mean(system, "mrr")}
-        for system in ("first_stage", "reranked")
+        for system in ("first_stage", "reranked", "fused")
     }
     gain = round(metrics["reranked"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
+    fused_gain = round(metrics["fused"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
     better = gain > min_gain
     n = len(per_query)
     verdict = (
         f"better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries)"
         if better
         else f"NOT better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries): "
-        "keep the first stage's order, or build with more queries / another loss"
+        "keep the first stage's order, serve it fused with the first stage's scores, or build with more queries"
     )
     return {
         "dev_queries": n,
@@ -110,6 +123,7 @@ def compare_on_dev(
         "gain_ndcg": gain,
         "better": better,
         "verdict": verdict,
+        "fusion": {"alpha": alpha, "gain_ndcg": fused_gain},
         "per_query": per_query,
     }
 
@@ -135,6 +149,7 @@ def run(ctx: StageContext) -> StageResult:
     write_json(ctx.out / "metrics.json", result)
     write_json(ctx.out / "per_query.json", per_query)
     summary = {
+        "fusion": result["fusion"],
         "dev_queries": result["dev_queries"],
         **result["metrics"],
         "gain_ndcg": result["gain_ndcg"],

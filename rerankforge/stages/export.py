@@ -26,7 +26,7 @@ from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.serve.runtime import METADATA_FILE, Reranker
 
-VERSION = "1"
+VERSION = "2"
 
 
 def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
@@ -212,9 +212,12 @@ def run(ctx: StageContext) -> StageResult:
         parity_pairs=_parity_pairs(ctx),
         progress=ctx.progress,
     )
+    meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+    meta["fusion_alpha"] = json.loads((ctx.dir("evaluate") / "metrics.json").read_text())["fusion"]["alpha"]
     if cfg.quantize:
         summary.update(int8_quality(ctx, model_dir))
-        meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
-        write_json(model_dir / METADATA_FILE, {**meta, "int8_recommended": summary["int8_recommended"]})
+        meta["int8_recommended"] = summary["int8_recommended"]
+    write_json(model_dir / METADATA_FILE, meta)
+    summary["fusion_alpha"] = meta["fusion_alpha"]
     names = ["onnx/model.onnx", METADATA_FILE] + (["onnx/model_qint8.onnx"] if cfg.quantize else [])
     return StageResult(files=[f"model/{n}" for n in names], summary=summary)
