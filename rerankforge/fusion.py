@@ -6,9 +6,9 @@
 the chosen fusion is never worse than the first stage on those queries. numpy only: the server uses it.
 
 Example:
-    >>> fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], alpha=1.0).argmax()
+    >>> int(fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], alpha=1.0).argmax())
     0
-    >>> fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], alpha=0.0).argmax()
+    >>> int(fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], alpha=0.0).argmax())
     1
 """
 

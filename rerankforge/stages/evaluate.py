@@ -25,7 +25,7 @@ def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
 
     Example:
         >>> round(ndcg_at_k([0, 3, 1], k=10), 4)
-        0.6934
+        0.659
     """
 
     def dcg(grades: Sequence[float]) -> float:

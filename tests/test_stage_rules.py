@@ -1,0 +1,100 @@
+"""The small rules inside the stages: sampling, copy detection, grade parsing, groups, splits, metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rerankforge.artifacts import Chunk, Judgment, Query
+from rerankforge.config import GradeConfig
+from rerankforge.stages.evaluate import mrr_at_k, ndcg_at_k
+from rerankforge.stages.grade import parse_grade, training_groups
+from rerankforge.stages.queries import copy_overlap, sample_chunks
+from rerankforge.stages.train import build_groups, split_queries
+
+
+def _chunks(per_file: dict[str, int]) -> list[Chunk]:
+    return [Chunk(id=f"{f}#{i}", text=f"text {f} {i}", source=f) for f, n in per_file.items() for i in range(n)]
+
+
+def test_sampling_spreads_the_budget_over_files() -> None:
+    chunks = _chunks({"big.md": 50, "a.md": 2, "b.md": 2, "c.md": 2})
+    picked = sample_chunks(chunks, budget=6, seed=1)
+    assert len(picked) == 6 and len({c.id for c in picked}) == 6
+    assert {c.source for c in picked} == {"big.md", "a.md", "b.md", "c.md"}
+    assert sum(c.source == "big.md" for c in picked) <= 2
+    assert [c.id for c in sample_chunks(chunks, 6, seed=1)] == [c.id for c in picked]  # seeded
+
+
+def test_sampling_never_exceeds_the_corpus() -> None:
+    assert len(sample_chunks(_chunks({"a.md": 3}), budget=10, seed=0)) == 3
+
+
+def test_copy_overlap() -> None:
+    passage = "The AR-200 runs for nine hours on one charge of its 48 V battery."
+    assert copy_overlap("runs for nine hours on one charge", passage) == 1.0
+    assert copy_overlap("how long does the AR-200 battery last", passage) == 0.0
+    assert copy_overlap("AR-200 battery", passage) == 0.0  # short query: whole-phrase match only
+    assert copy_overlap("48 V battery", passage) == 1.0
+    assert 0 < copy_overlap("battery runtime: runs for nine hours per day", passage) < 1
+
+
+@pytest.mark.parametrize(("value", "grade"), [({"grade": 2}, 2), ({"grade": "3"}, 3), (0, 0), ({"grade": 1.0}, 1)])
+def test_parse_grade_accepts(value: object, grade: int) -> None:
+    assert parse_grade(value) == grade
+
+
+@pytest.mark.parametrize("value", [{"grade": 4}, {"grade": -1}, {"grade": 2.5}, {"grade": True}, {"score": 2}, "x"])
+def test_parse_grade_refuses(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_grade(value)
+
+
+def _graded() -> tuple[list[Query], dict[str, Chunk], list[Judgment]]:
+    chunks = {c.id: c for c in _chunks({"a.md": 5})}
+    queries = [Query(id="q0", text="q zero", chunk_id="a.md#0"), Query(id="q1", text="q one", chunk_id="a.md#1")]
+    judgments = [
+        Judgment(query_id="q0", chunk_id="a.md#0", grade=3),
+        Judgment(query_id="q0", chunk_id="a.md#2", grade=2),  # an unlabelled relevant chunk
+        Judgment(query_id="q0", chunk_id="a.md#3", grade=1),
+        Judgment(query_id="q0", chunk_id="a.md#4", grade=0),
+        Judgment(query_id="q1", chunk_id="a.md#1", grade=3),  # no negative: left out
+    ]
+    return queries, chunks, judgments
+
+
+def test_relevant_candidates_are_positives_never_negatives() -> None:
+    queries, chunks, judgments = _graded()
+    groups = training_groups(queries, chunks, judgments, GradeConfig())
+    assert len(groups) == 1
+    assert groups[0].pos_ids == ["a.md#0", "a.md#2"] and groups[0].pos_scores == [3.0, 2.0]
+    assert groups[0].neg_ids == ["a.md#4"]  # grade 1 is neither with the default thresholds
+
+
+def test_build_groups_positive_first_fixed_size_graded_labels() -> None:
+    queries, chunks, judgments = _graded()
+    lce = build_groups(queries, chunks, judgments, group_size=4, positive_min_grade=2, max_other_grade=0, seed=0)
+    assert len(lce) == 2  # one group per positive of q0
+    assert all(len(r["docs"]) == 4 and r["labels"][0] >= 2 and r["labels"][1:] == [0.0] * 3 for r in lce)
+    graded = build_groups(queries, chunks, judgments, group_size=3, positive_min_grade=2, max_other_grade=1, seed=0)
+    assert all(sorted(r["labels"][1:]) == [0.0, 1.0] for r in graded)
+
+
+def test_split_is_seeded_disjoint_and_keeps_both_sides() -> None:
+    ids = [f"q{i}" for i in range(10)]
+    train, dev = split_queries(ids, 0.25, seed=3)
+    assert len(dev) == 2 and not set(train) & set(dev) and sorted(train + dev) == sorted(ids)
+    assert split_queries(ids, 0.25, seed=3) == (train, dev)
+    assert split_queries(["a", "b"], 0.9, seed=0)[0]  # train never empty
+
+
+def test_ndcg_and_mrr_by_hand() -> None:
+    # ranked grades [0, 3, 1]: DCG = 3/log2(3) + 1/2, ideal [3, 1, 0]: 3 + 1/log2(3)
+    expected = (3 / math.log2(3) + 0.5) / (3 + 1 / math.log2(3))
+    assert ndcg_at_k([0, 3, 1], 10) == pytest.approx(expected)
+    assert ndcg_at_k([3, 1, 0], 10) == pytest.approx(1.0)
+    assert ndcg_at_k([0, 0], 10) == 0.0
+    assert ndcg_at_k([0, 3], 1) == 0.0  # cut-off
+    assert mrr_at_k([0, 1, 2], 10, relevant_min=2) == pytest.approx(1 / 3)
+    assert mrr_at_k([0, 1, 2], 2, relevant_min=2) == 0.0
