@@ -179,3 +179,19 @@ def test_in_a_terminal_without_options_the_build_is_a_wizard(tmp_path: Path, sma
     assert "No Ollama server at http://127.0.0.1:9" in screen
     assert "about" in screen and "LLM calls" in screen and "wasserstein" in screen
     assert not (tmp_path / "run" / "parse").exists()  # declined: nothing ran
+
+
+def test_the_wizard_lists_the_models_of_an_ollama_server(tmp_path: Path, small_docs: Path, gemma_provider) -> None:
+    from tests.ollama_api_server import OllamaAPIServer
+
+    models = ["nomic-embed-text:latest", "qwen2.5:7b-instruct", "llama3.2:3b"]
+    with OllamaAPIServer(gemma_provider, models=models, max_lifetime_s=120) as server:
+        screen = _run_in_terminal(
+            ["build", str(small_docs), "--run-dir", str(tmp_path / "run")],
+            answers=[("LLM", "2"), ("Query budget", "5"), ("Loss", "lce"), ("Run it?", "n")],
+            env={"OLLAMA_HOST": server.host, "COLUMNS": "200"},
+        )
+    assert "with 2 chat models" in screen  # the embedding model is not offered
+    assert "1. qwen2.5:7b-instruct" in screen and "2. llama3.2:3b" in screen and "3. embedded llama.cpp" in screen
+    assert "LLM: ollama llama3.2:3b" in screen
+    assert not (tmp_path / "run" / "parse").exists()
