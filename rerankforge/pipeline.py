@@ -74,6 +74,11 @@ class StageContext:
             self._llm = CachedLLM(provider, LLMCache(self.run_dir / "llm_cache.jsonl"))
         return self._llm
 
+    @property
+    def llm_stats(self) -> dict[str, Any] | None:
+        """Calls, cache hits and tokens of this build; ``None`` when no LLM was needed."""
+        return self._llm.stats.as_dict() if self._llm is not None else None
+
     def close(self) -> None:
         if self._llm is not None and self._provider is None:  # a provider passed in is the caller's to close
             self._llm.provider.close()
@@ -252,5 +257,4 @@ def build(
                     break
         finally:
             ctx.close()
-        llm_stats = ctx._llm.stats.as_dict() if ctx._llm is not None else None
-    return BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=llm_stats)
+    return BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=ctx.llm_stats)

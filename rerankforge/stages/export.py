@@ -189,7 +189,8 @@ def int8_quality(ctx: StageContext, model_dir: Path) -> dict[str, Any]:
     ndcg = {}
     for name, quantized in (("fp32", False), ("int8", True)):
         scorer = Reranker(model_dir, quantized=quantized).logits
-        result = compare_on_dev(ctx.run_dir, scorer, k=k, relevant_min=ctx.config.grade.positive_min_grade)
+        # alpha fixed: only the reranker's own ranking matters here, no need to search a fusion weight
+        result = compare_on_dev(ctx.run_dir, scorer, k=k, relevant_min=ctx.config.grade.positive_min_grade, alpha=1.0)
         ndcg[name] = result["metrics"]["reranked"][f"ndcg@{k}"]
     loss = round(ndcg["fp32"] - ndcg["int8"], 4)
     return {

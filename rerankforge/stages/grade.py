@@ -50,13 +50,19 @@ def parse_grade(value: Any) -> int:
     return int(grade)
 
 
+def group_by_query(judgments: list[Judgment]) -> dict[str, list[Judgment]]:
+    """Judgments per query id, in their original order."""
+    by_query: dict[str, list[Judgment]] = {}
+    for judgment in judgments:
+        by_query.setdefault(judgment.query_id, []).append(judgment)
+    return by_query
+
+
 def training_groups(
     queries: list[Query], chunks: dict[str, Chunk], judgments: list[Judgment], cfg: GradeConfig
 ) -> list[TrainingGroup]:
     """Positives and hard negatives per query; queries without both are left out."""
-    by_query: dict[str, list[Judgment]] = {}
-    for judgment in judgments:
-        by_query.setdefault(judgment.query_id, []).append(judgment)
+    by_query = group_by_query(judgments)
     groups = []
     for query in queries:
         graded = by_query.get(query.id, [])

@@ -14,6 +14,7 @@ from rerankforge.config import BuildConfig, GradeConfig, TrainConfig
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
+from rerankforge.stages.grade import group_by_query
 
 VERSION = "1"
 
@@ -46,9 +47,7 @@ def build_groups(
     when there are too few). Labels are the grades. Every loss trains on the rows this returns.
     """
     rng = random.Random(seed)
-    by_query: dict[str, list[Judgment]] = {}
-    for judgment in judgments:
-        by_query.setdefault(judgment.query_id, []).append(judgment)
+    by_query = group_by_query(judgments)
     rows = []
     for query in queries:
         graded = by_query.get(query.id, [])
