@@ -139,6 +139,23 @@ class ExportConfig(Section):
     parity_tolerance: float = Field(1e-4, description="Max |torch - onnx fp32| score difference allowed.")
 
 
+class ServeConfig(Section):
+    """Serving an exported model (`rerankforge serve`, :func:`rerankforge.serve.app.create_app`)."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps the server on this machine.")
+    port: int = Field(8000, ge=0, le=65535)
+    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (default: usable cores).")
+    batch_size: int = Field(32, ge=1, description="Pairs per forward pass (pairs are sorted by length first).")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long a request waits for others to share its batch.")
+    max_batch_pairs: int = Field(256, ge=1, description="A micro-batch stops taking requests at this many pairs.")
+    long_documents: Literal["truncate", "window"] = Field(
+        "truncate", description="Documents longer than the model's window: cut them, or score the best window."
+    )
+    max_documents: int = Field(1000, ge=1, description="Documents per request.")
+    max_document_chars: int = Field(100_000, ge=1, description="Characters per document.")
+    max_body_mb: float = Field(20.0, gt=0, description="Request body size limit (413 above it).")
+
+
 class BuildConfig(Section):
     """The whole build. Load one from TOML with :func:`load_config`."""
 

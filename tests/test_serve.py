@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rerankforge.errors import InputError
-from rerankforge.serve.app import MAX_DOCUMENTS, create_app
+from rerankforge.config import ServeConfig
+from rerankforge.serve.app import create_app
 from rerankforge.serve.runtime import Reranker
 
 pytestmark = [
@@ -31,6 +32,8 @@ DOCS = [
     "Dock the unit and wait for the green LED before undocking. " * 40,
 ]
 API_KEY = "s3cret-token"
+MAX_DOCUMENTS = ServeConfig().max_documents
+MAX_DOCUMENT_CHARS = ServeConfig().max_document_chars
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +151,12 @@ def test_exactly_the_document_limit_is_served(client: TestClient) -> None:
 
 
 def test_an_overlong_document_is_422_naming_it(client: TestClient) -> None:
-    from rerankforge.serve.app import MAX_DOCUMENT_CHARS
-
     docs = ["short", "x" * (MAX_DOCUMENT_CHARS + 1)]
     response = client.post("/rerank", json={"query": QUERY, "documents": docs})
     assert response.status_code == 422
-    assert response.json()["detail"] == f"documents [1] exceed {MAX_DOCUMENT_CHARS} characters"
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "documents"]
+    assert error["msg"] == f"documents [1] exceed {MAX_DOCUMENT_CHARS} characters (serve.max_document_chars)"
 
 
 @pytest.mark.parametrize(

@@ -1,105 +1,343 @@
-"""HTTP API for an exported reranker: ``POST /rerank`` (Cohere-style body), ``GET /health``. No torch.
+"""HTTP API for an exported reranker, in the dialects RAG frameworks already speak. No torch.
+
+- **Cohere v2** (and v1): ``POST /v2/rerank``, ``/v1/rerank`` and ``/rerank`` with ``{query, documents, top_n,
+  return_documents, max_tokens_per_doc}`` → ``{id, results: [{index, relevance_score, document?}], meta}``.
+- **Text Embeddings Inference**: ``POST /rerank`` with ``{query, texts, raw_scores, return_text}`` → a bare
+  array ``[{index, score, text?}]``, best first.
+- ``GET /health`` (always open), ``GET /metrics`` (Prometheus text), ``GET /openapi.json`` and ``/docs``.
+
+Scores are the sigmoid of the model's logit (as ``CrossEncoder.predict``), raw logits with ``raw_scores``.
+Concurrent requests are scored together by a :class:`~rerankforge.serve.batcher.MicroBatcher`.
 
 Example:
     >>> from rerankforge.serve.app import create_app
     >>> app = create_app("run/model")  # doctest: +SKIP
 """
 
-# No `from __future__ import annotations` here: FastAPI must resolve the request models, defined inside
-# create_app, from real annotations rather than strings.
+from __future__ import annotations
+
+import asyncio
+import contextlib
 import hmac
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from rerankforge.config import ServeConfig
 from rerankforge.errors import MissingDependencyError
-from rerankforge.serve.runtime import Reranker
+from rerankforge.serve.batcher import MicroBatcher
+from rerankforge.serve.runtime import PairScores, Reranker
 
-MAX_DOCUMENTS = 1000
-MAX_DOCUMENT_CHARS = 100_000
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+OPEN_PATHS = frozenset({"/health"})
 
 
-def create_app(model_dir: str | Path, *, api_key: str | None = None, quantized: bool | None = None) -> Any:
+class Document(BaseModel):
+    text: str
+
+
+class CohereRerankRequest(BaseModel):
+    """Cohere's rerank body (v1 and v2), plus two optional rerankforge fields. Unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str = Field(min_length=1)
+    documents: list[str | Document] = Field(min_length=1)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="Cut each document to this many tokens first.")
+    model: str | None = Field(None, description="Accepted for compatibility; the server has one model.")
+    raw_scores: bool = Field(False, description="rerankforge: raw logits instead of sigmoid relevance scores.")
+    first_stage_scores: list[float] | None = Field(
+        None, description="rerankforge: your retriever's scores, one per document, fused with the reranker's."
+    )
+
+
+class TEIRerankRequest(BaseModel):
+    """Text Embeddings Inference's rerank body. ``truncate`` is accepted: documents are always made to fit."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str = Field(min_length=1)
+    texts: list[str] = Field(min_length=1)
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool | None = None
+
+
+class CohereResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: Document | None = None
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    results: list[CohereResult]
+    meta: dict[str, Any]
+
+
+class TEIResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+def _dialect(body: Any) -> str:
+    return "tei" if isinstance(body, dict) and "texts" in body and "documents" not in body else "cohere"
+
+
+AnyRerankRequest = Annotated[
+    Annotated[CohereRerankRequest, Tag("cohere")] | Annotated[TEIRerankRequest, Tag("tei")],
+    Discriminator(_dialect),
+]
+
+
+class _ServerMetrics:
+    """Prometheus metrics in the app's own registry (several apps in one process do not collide)."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("rerankforge_requests", "HTTP requests", ["path", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "rerankforge_request_seconds", "Rerank request latency", ["path"], registry=self.registry
+        )
+        self.documents = Counter("rerankforge_documents", "Documents scored", registry=self.registry)
+        self.truncated = Counter(
+            "rerankforge_truncated_documents", "Documents longer than the model's window", registry=self.registry
+        )
+        self.batches = Counter("rerankforge_batches", "Micro-batches run", registry=self.registry)
+        self.batch_requests = Histogram(
+            "rerankforge_batch_requests",
+            "Requests per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
+        self.batch_pairs = Histogram(
+            "rerankforge_batch_pairs",
+            "Pairs per micro-batch",
+            buckets=(1, 8, 32, 128, 512, 2048),
+            registry=self.registry,
+        )
+        info = Gauge("rerankforge_model_info", "The served model", ["onnx", "quantized"], registry=self.registry)
+        info.labels(onnx=reranker.onnx_path.name, quantized=str(reranker.quantized).lower()).set(1)
+
+    def on_batch(self, requests: int, pairs: int, seconds: float) -> None:
+        self.batches.inc()
+        self.batch_requests.observe(requests)
+        self.batch_pairs.observe(pairs)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def _json_response(send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any]) -> Awaitable[None]:
+    async def respond() -> None:
+        payload = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    return respond()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GuardMiddleware:
+    """Bearer-token auth (timing-safe; every path but /health) and a request-body size limit (413)."""
+
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        if self.api_key is not None and scope.get("path") not in OPEN_PATHS:
+            header = headers.get("authorization", b"")
+            token = header[7:] if header[:7].lower() == b"bearer " else b""
+            if not hmac.compare_digest(token, self.api_key):
+                await _json_response(send, 401, {"detail": "missing or wrong bearer token"})
+                return
+        too_large = {"detail": f"request body over the limit of {self.max_body_bytes} bytes (serve.max_body_mb)"}
+        try:
+            declared = int(headers.get("content-length", b"0"))
+        except ValueError:
+            declared = 0
+        if declared > self.max_body_bytes:
+            await _json_response(send, 413, too_large)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            started = started or message.get("type") == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _json_response(send, 413, too_large)
+
+
+def create_app(
+    model_dir: str | Path,
+    *,
+    api_key: str | None = None,
+    quantized: bool | None = None,
+    config: ServeConfig | None = None,
+) -> Any:
+    """The FastAPI app serving ``model_dir`` (see the module docstring for the routes)."""
     try:
-        from fastapi import Depends, FastAPI, HTTPException, Request
-        from pydantic import BaseModel, Field
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import Response
     except ImportError as exc:
         raise MissingDependencyError("fastapi", "serve", "The HTTP server") from exc
 
-    reranker = Reranker(model_dir, quantized=quantized)
-
-    class Document(BaseModel):
-        text: str
-
-    class RerankRequest(BaseModel):
-        query: str = Field(min_length=1)
-        documents: list[str | Document] = Field(min_length=1, max_length=MAX_DOCUMENTS)
-        top_n: int | None = Field(None, ge=1)
-        return_documents: bool = False
-        model: str | None = None
-        first_stage_scores: list[float] | None = Field(
-            None, description="Your retriever's scores, one per document: fused with the reranker's when given."
-        )
-
-    class Result(BaseModel):
-        index: int
-        relevance_score: float
-        document: Document | None = None
-
-    class RerankResponse(BaseModel):
-        id: str
-        results: list[Result]
-        meta: dict[str, Any]
-
-    def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token")
-
-    app = FastAPI(title="rerankforge", version="1")
-
-    @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "model": str(reranker.onnx_path)}
-
-    @app.post(
-        "/rerank",
-        response_model=RerankResponse,
-        response_model_exclude_none=True,
-        dependencies=[Depends(check_key)],
+    cfg = config or ServeConfig()
+    reranker = Reranker(
+        model_dir,
+        quantized=quantized,
+        threads=cfg.threads,
+        batch_size=cfg.batch_size,
+        long_documents=cfg.long_documents,
     )
-    def rerank(body: RerankRequest) -> RerankResponse:
-        texts = [d if isinstance(d, str) else d.text for d in body.documents]
-        too_long = [i for i, t in enumerate(texts) if len(t) > MAX_DOCUMENT_CHARS]
-        if too_long:
-            raise HTTPException(
-                status_code=422, detail=f"documents {too_long[:5]} exceed {MAX_DOCUMENT_CHARS} characters"
-            )
-        if body.first_stage_scores is not None and len(body.first_stage_scores) != len(texts):
-            raise HTTPException(
-                status_code=422,
-                detail=f"first_stage_scores has {len(body.first_stage_scores)} scores for {len(texts)} documents",
-            )
+    metrics = _ServerMetrics(reranker)
+    batcher = MicroBatcher(
+        reranker, max_wait_ms=cfg.max_wait_ms, max_pairs=cfg.max_batch_pairs, on_batch=metrics.on_batch
+    )
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="rerankforge",
+        version="1",
+        description="A cross-encoder reranker built by rerankforge: Cohere-compatible and TEI-compatible rerank.",
+    )
+    app.state.reranker, app.state.batcher = reranker, batcher
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=int(cfg.max_body_mb * 1024 * 1024))
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
-        ranked = reranker.rerank(body.query, texts, top_n=body.top_n, first_stage_scores=body.first_stage_scores)
+        response = await call_next(request)
+        path = request.url.path if request.url.path in known_paths else "other"
+        metrics.requests.labels(path=path, status=str(response.status_code)).inc()
+        if path.endswith("/rerank"):
+            metrics.latency.labels(path=path).observe(time.perf_counter() - started)
+        return response
+
+    def invalid(field: str, message: str) -> RequestValidationError:
+        return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
+    async def score(query: str, texts: list[str], max_tokens: int | None) -> PairScores:
+        if len(texts) > cfg.max_documents:
+            raise invalid(
+                "documents",
+                f"List should have at most {cfg.max_documents} items, not {len(texts)} (serve.max_documents)",
+            )
+        too_long = [i for i, t in enumerate(texts) if len(t) > cfg.max_document_chars]
+        if too_long:
+            raise invalid(
+                "documents",
+                f"documents {too_long[:5]} exceed {cfg.max_document_chars} characters (serve.max_document_chars)",
+            )
+        if max_tokens is not None:
+            texts = reranker.truncate_to_tokens(texts, max_tokens)
+        result = await asyncio.wrap_future(batcher.submit([(query, t) for t in texts]))
+        metrics.documents.inc(len(texts))
+        metrics.truncated.inc(result.truncated)
+        return result
+
+    async def cohere(body: CohereRerankRequest, version: str) -> CohereRerankResponse:
+        started = time.perf_counter()
+        texts = [d if isinstance(d, str) else d.text for d in body.documents]
+        if body.first_stage_scores is not None and len(body.first_stage_scores) != len(texts):
+            raise invalid(
+                "first_stage_scores",
+                f"first_stage_scores has {len(body.first_stage_scores)} scores for {len(texts)} documents",
+            )
+        result = await score(body.query, texts, body.max_tokens_per_doc)
         fused = body.first_stage_scores is not None and reranker.fusion_alpha is not None
+        ranked = reranker.rank(
+            result.logits, top_n=body.top_n, first_stage_scores=body.first_stage_scores, raw_scores=body.raw_scores
+        )
         results = [
-            Result(
-                index=i,
-                relevance_score=s,
-                document=Document(text=texts[i]) if body.return_documents else None,
+            CohereResult(
+                index=i, relevance_score=s, document=Document(text=texts[i]) if body.return_documents else None
             )
             for i, s in ranked
         ]
         meta: dict[str, Any] = {
+            "api_version": {"version": version},
             "billed_units": {"search_units": 1},
             "latency_ms": round((time.perf_counter() - started) * 1e3, 2),
+            "truncated_documents": result.truncated,
             "fusion": {"applied": fused, "alpha": reranker.fusion_alpha if fused else None},
         }
-        return RerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
+        return CohereRerankResponse(id=str(uuid.uuid4()), results=results, meta=meta)
 
+    async def tei(body: TEIRerankRequest) -> list[TEIResult]:
+        result = await score(body.query, body.texts, None)
+        ranked = reranker.rank(result.logits, raw_scores=body.raw_scores)
+        return [TEIResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
+
+    @app.get("/health", summary="Liveness; open without a token")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model": str(reranker.onnx_path)}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.post("/v2/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True, summary="Cohere v2")
+    async def rerank_v2(body: CohereRerankRequest) -> CohereRerankResponse:
+        return await cohere(body, "2")
+
+    @app.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True, summary="Cohere v1")
+    async def rerank_v1(body: CohereRerankRequest) -> CohereRerankResponse:
+        return await cohere(body, "1")
+
+    @app.post(
+        "/rerank",
+        response_model=CohereRerankResponse | list[TEIResult],
+        response_model_exclude_none=True,
+        summary="Cohere body (documents) or TEI body (texts)",
+    )
+    async def rerank(body: AnyRerankRequest) -> CohereRerankResponse | list[TEIResult]:
+        if isinstance(body, TEIRerankRequest):
+            return await tei(body)
+        return await cohere(body, "2")
+
+    known_paths = {route.path for route in app.routes}
     return app
