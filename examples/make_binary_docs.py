@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from docx import Document
@@ -26,7 +26,7 @@ from fpdf import FPDF
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "sources"
 DOCS = HERE / "docs"
-FIXED_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+FIXED_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 
 # (source markdown, output path relative to examples/docs)
 PDF_JOBS = [("hx-900-operator-manual.md", "hx-900-operator-manual.pdf")]

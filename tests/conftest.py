@@ -94,3 +94,26 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     fake_time.sleep = waits.append
     monkeypatch.setattr(llm_base, "time", fake_time)
     return waits
+
+
+@pytest.fixture(scope="session")
+def onnx_model_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CrossEncoder on the MiniLM backbone (random, seeded head), saved and exported once: fp32, dynamic int8
+    and static int8 (calibrated on a few pairs)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from rerankforge.stages.export import export_model
+
+    torch.manual_seed(0)
+    model = CrossEncoder(minilm_path, num_labels=1, max_length=128, device="cpu")
+    path = tmp_path_factory.mktemp("onnx-model") / "model"
+    model.save_pretrained(str(path))
+    calibration = [
+        ("how long does the battery last", "A full charge lasts about nine hours of normal operation."),
+        ("expense deadline", "Expense reports are due within thirty days of travel."),
+        ("cafeteria", "The cafeteria opens at 8 am on weekdays."),
+        ("dock", "Dock the unit and wait for the green LED before undocking. " * 10),
+    ]
+    export_model(path, max_length=128, calibration_pairs=calibration)
+    return path

@@ -194,41 +194,15 @@ def test_eval_command_rescores_a_finished_build(built, flags: list[str]) -> None
 
 def test_serve_command_answers_over_real_http(built) -> None:
     """`rerankforge serve` as a real process on 127.0.0.1, with a bearer token, stopped after a bounded wait."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-
     import httpx
 
+    from tests.serve_process import serve_process
+
     _, _, run_dir = built
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "rerankforge.cli.main", "serve", str(run_dir / "model"), "--port", str(port)],
-        env={**os.environ, "RERANKFORGE_API_KEY": "s3cret"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("the server did not come up within 60 s")
+    with serve_process(run_dir / "model", env={"RERANKFORGE_API_KEY": "s3cret"}) as base:
         body = {"query": "charging dock breaker", "documents": ["a 32 A breaker", "parental leave"], "top_n": 1}
         assert httpx.post(f"{base}/rerank", json=body, timeout=10).status_code == 401
         response = httpx.post(f"{base}/rerank", json=body, headers={"Authorization": "Bearer s3cret"}, timeout=10)
         assert response.status_code == 200
         results = response.json()["results"]
         assert len(results) == 1 and results[0]["index"] in (0, 1) and 0 < results[0]["relevance_score"] < 1
-    finally:
-        server.terminate()
-        server.wait(timeout=20)

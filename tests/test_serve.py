@@ -12,44 +12,26 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rerankforge.errors import InputError
 from rerankforge.config import ServeConfig
+from rerankforge.errors import InputError
 from rerankforge.serve.app import create_app
 from rerankforge.serve.runtime import Reranker
+from tests.serve_data import LONG_DOC, QUERY, SHORT_DOCS
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Converting a tensor to a Python boolean"),
     pytest.mark.filterwarnings("ignore:Exporting aten::index"),
 ]
 
-QUERY = "how long does the battery last"
-DOCS = [
-    "The cafeteria opens at 8 am on weekdays.",
-    "A full charge lasts about nine hours of normal operation.",
-    "Expense reports are due within thirty days of travel.",
-    "battery battery battery",
-    "zzz qqq xxx",
-    "Dock the unit and wait for the green LED before undocking. " * 40,
-]
+DOCS = [*SHORT_DOCS, LONG_DOC]
 API_KEY = "s3cret-token"
 MAX_DOCUMENTS = ServeConfig().max_documents
 MAX_DOCUMENT_CHARS = ServeConfig().max_document_chars
 
 
 @pytest.fixture(scope="module")
-def model_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CrossEncoder on the MiniLM backbone (random, seeded head), saved and exported once for this module."""
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    from rerankforge.stages.export import export_model
-
-    torch.manual_seed(0)
-    model = CrossEncoder(minilm_path, num_labels=1, max_length=128, device="cpu")
-    path = tmp_path_factory.mktemp("serve") / "model"
-    model.save_pretrained(str(path))
-    export_model(path, max_length=128)
-    return path
+def model_dir(onnx_model_dir: Path) -> Path:
+    return onnx_model_dir
 
 
 @pytest.fixture(scope="module")

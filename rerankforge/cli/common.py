@@ -83,8 +83,9 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
     if name == "evaluate":
         return f"{s.get('dev_queries')} held-out queries"
     if name == "export":
-        int8 = f", int8 {s['max_abs_diff_int8']:.1e}" if "max_abs_diff_int8" in s else ""
-        return f"max |onnx - torch|: fp32 {s.get('max_abs_diff_fp32', 0):.1e}{int8}"
+        diffs = ", ".join(f"{k[13:]} {v:.1e}" for k, v in s.items() if k.startswith("max_abs_diff_"))
+        served = f"; serving {s['recommended_variant']}" if "recommended_variant" in s else ""
+        return f"max |onnx - torch|: {diffs}{served}"
     return ""
 
 

@@ -64,18 +64,45 @@ def export_command(
 
 def serve_command(
     model_dir: Annotated[Path, typer.Argument(help="Model folder with onnx/ (e.g. RUN_DIR/model).")],
-    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1: this machine only).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8000).")] = None,
     api_key: Annotated[
         str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (or set RERANKFORGE_API_KEY).")
     ] = None,
-    int8: Annotated[bool | None, typer.Option("--int8/--fp32", help="Which ONNX model to serve.")] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="ONNX variant: fp32, int8, int8_static (default: the export's choice).")
+    ] = None,
+    int8: Annotated[bool | None, typer.Option("--int8/--fp32", help="Shorthand for --variant int8 / fp32.")] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads (default: usable cores).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per forward pass.")] = None,
+    max_wait_ms: Annotated[float | None, typer.Option(help="Micro-batching wait for concurrent requests.")] = None,
+    long_documents: Annotated[
+        str | None, typer.Option(help="truncate (default) or window: score long documents by their best window.")
+    ] = None,
+    max_documents: Annotated[int | None, typer.Option(help="Documents per request (default 1000).")] = None,
 ) -> None:
-    """Serve the reranker over HTTP: POST /rerank {query, documents, top_n}."""
+    """Serve the reranker over HTTP: Cohere-compatible /v2/rerank, /v1/rerank, /rerank; TEI-compatible /rerank."""
     import uvicorn
 
+    from rerankforge.config import ServeConfig, load_section
     from rerankforge.serve.app import create_app
 
-    app = create_app(model_dir, api_key=api_key or os.environ.get("RERANKFORGE_API_KEY"), quantized=int8)
-    console.print(f"Serving {model_dir} on http://{host}:{port}/rerank")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    overrides = {
+        "host": host,
+        "port": port,
+        "threads": threads,
+        "batch_size": batch_size,
+        "max_wait_ms": max_wait_ms,
+        "long_documents": long_documents,
+        "max_documents": max_documents,
+    }
+    cfg = load_section(ServeConfig, {k: v for k, v in overrides.items() if v is not None}, "the serve options")
+    key = api_key or os.environ.get("RERANKFORGE_API_KEY")
+    app = create_app(model_dir, api_key=key, variant=variant, quantized=int8, config=cfg)
+    reranker = app.state.reranker
+    auth = "bearer token required" if key else "no auth (pass --api-key to require a token)"
+    console.print(
+        f"Serving {reranker.onnx_path} ({reranker.variant}, {reranker.threads} threads) on "
+        f"http://{cfg.host}:{cfg.port}/v2/rerank; {auth}"
+    )
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")

@@ -125,8 +125,8 @@ class _ServerMetrics:
             buckets=(1, 8, 32, 128, 512, 2048),
             registry=self.registry,
         )
-        info = Gauge("rerankforge_model_info", "The served model", ["onnx", "quantized"], registry=self.registry)
-        info.labels(onnx=reranker.onnx_path.name, quantized=str(reranker.quantized).lower()).set(1)
+        info = Gauge("rerankforge_model_info", "The served model", ["onnx", "variant"], registry=self.registry)
+        info.labels(onnx=reranker.onnx_path.name, variant=reranker.variant).set(1)
 
     def on_batch(self, requests: int, pairs: int, seconds: float) -> None:
         self.batches.inc()
@@ -149,10 +149,6 @@ def _json_response(send: Callable[[Any], Awaitable[None]], status: int, body: di
         await send({"type": "http.response.body", "body": payload})
 
     return respond()
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class GuardMiddleware:
@@ -183,7 +179,6 @@ class GuardMiddleware:
             await _json_response(send, 413, too_large)
             return
         received = 0
-        started = False
 
         async def limited_receive() -> Any:
             nonlocal received
@@ -191,25 +186,19 @@ class GuardMiddleware:
             if message.get("type") == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    from fastapi import HTTPException  # re-raised by FastAPI's body parsing, rendered as 413
+
+                    raise HTTPException(status_code=413, detail=too_large["detail"])
             return message
 
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            started = started or message.get("type") == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await _json_response(send, 413, too_large)
+        await self.app(scope, limited_receive, send)
 
 
 def create_app(
     model_dir: str | Path,
     *,
     api_key: str | None = None,
+    variant: str | None = None,
     quantized: bool | None = None,
     config: ServeConfig | None = None,
 ) -> Any:
@@ -224,6 +213,7 @@ def create_app(
     cfg = config or ServeConfig()
     reranker = Reranker(
         model_dir,
+        variant=variant,
         quantized=quantized,
         threads=cfg.threads,
         batch_size=cfg.batch_size,
@@ -233,6 +223,7 @@ def create_app(
     batcher = MicroBatcher(
         reranker, max_wait_ms=cfg.max_wait_ms, max_pairs=cfg.max_batch_pairs, on_batch=metrics.on_batch
     )
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         yield
@@ -316,7 +307,7 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok", "model": str(reranker.onnx_path)}
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response, response_model=None)
     def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -3,6 +3,8 @@
 A request's pairs wait at most ``max_wait_ms`` for others to join; the worker then scores everything
 waiting (up to ``max_pairs``) in length-sorted batches, so many small concurrent requests cost about what one
 large request costs. One worker owns the ONNX session, which already uses every core for one batch.
+With the dynamic int8 model, whose activation scales are computed per batch (so a pair's score depends on
+the pairs batched with it), requests are queued together but each is scored on its own.
 
 Example:
     >>> from rerankforge.serve.batcher import MicroBatcher
@@ -93,6 +95,17 @@ class MicroBatcher:
     def _score(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
         pairs = [pair for job in jobs for pair in job.pairs]
+        if not self.reranker.batch_invariant:
+            # a pair's score depends on its batch-mates (dynamic int8): score each request on its own, so a
+            # request's scores never depend on who else was asking
+            for job in jobs:
+                self._settle([job], job.pairs)
+        else:
+            self._settle(jobs, pairs)
+        if self.on_batch:
+            self.on_batch(len(jobs), len(pairs), time.perf_counter() - started)
+
+    def _settle(self, jobs: list[_Job], pairs: Sequence[tuple[str, str]]) -> None:
         try:
             result = self.reranker.score_pairs(pairs)
         except Exception as exc:  # handed to every waiting request; the worker keeps serving
@@ -104,5 +117,3 @@ class MicroBatcher:
             end = start + len(job.pairs)
             job.future.set_result(PairScores(result.logits[start:end], result.cut[start:end], batches=result.batches))
             start = end
-        if self.on_batch:
-            self.on_batch(len(jobs), len(pairs), time.perf_counter() - started)

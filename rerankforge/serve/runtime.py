@@ -26,6 +26,12 @@ from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.fusion import fuse
 
 METADATA_FILE = "rerankforge.json"
+# The ONNX files an export writes (sentence-transformers' ONNX backend reads them with model_kwargs file_name).
+ONNX_VARIANTS = {
+    "fp32": "model.onnx",
+    "int8": "model_qint8.onnx",  # dynamic quantization: int8 weights, activations quantized per batch
+    "int8_static": "model_qint8_static.onnx",  # static QDQ: activation ranges calibrated on the build's pairs
+}
 LongDocuments = Literal["truncate", "window"]
 
 
@@ -63,8 +69,9 @@ class Reranker:
 
     Args:
         model_dir: a folder written by ``rerankforge build``/``export`` (``onnx/model*.onnx`` + tokenizer).
-        quantized: use ``onnx/model_qint8.onnx``; ``None``: int8 when the export recommended it (its nDCG on
-            the held-out queries within 1 point of fp32), else fp32.
+        variant: which ONNX file, a key of :data:`ONNX_VARIANTS`; ``None``: the export's recommendation (the
+            fastest variant whose nDCG on the held-out queries is within 1 point of fp32), else fp32.
+        quantized: shorthand when ``variant`` is None: True is ``"int8"``, False is ``"fp32"``.
         threads: intra-op threads for onnxruntime (default: the cores this process may use).
         batch_size: pairs per forward pass (pairs are sorted by length first, so batches pad little).
         long_documents: ``"truncate"`` cuts a document that does not fit next to the query (counted);
@@ -75,6 +82,7 @@ class Reranker:
         self,
         model_dir: str | Path,
         *,
+        variant: str | None = None,
         quantized: bool | None = None,
         threads: int | None = None,
         batch_size: int = 32,
@@ -89,9 +97,14 @@ class Reranker:
             raise InputError(f"long_documents must be 'truncate' or 'window', not {long_documents!r}.")
         self.model_dir = Path(model_dir)
         meta = read_metadata(self.model_dir)
-        if quantized is None:
-            quantized = bool(meta.get("int8_recommended", False))
-        onnx_path = self.model_dir / "onnx" / ("model_qint8.onnx" if quantized else "model.onnx")
+        if variant is None:
+            if quantized is None:
+                variant = meta.get("recommended_variant") or ("int8" if meta.get("int8_recommended") else "fp32")
+            else:
+                variant = "int8" if quantized else "fp32"
+        if variant not in ONNX_VARIANTS:
+            raise InputError(f"Unknown ONNX variant {variant!r}: use one of {', '.join(ONNX_VARIANTS)}.")
+        onnx_path = self.model_dir / "onnx" / ONNX_VARIANTS[variant]
         tokenizer_path = self.model_dir / "tokenizer.json"
         if not onnx_path.is_file() or not tokenizer_path.is_file():
             raise InputError(
@@ -99,7 +112,9 @@ class Reranker:
                 "model folder of a finished build, or run `rerankforge export MODEL_DIR` first."
             )
         self.onnx_path = onnx_path
-        self.quantized = quantized
+        self.variant = variant
+        # dynamic quantization computes activation scales per batch: a pair's score depends on its batch-mates
+        self.batch_invariant = variant != "int8"
         self.max_length = int(meta.get("max_length", 512))
         self.fusion_alpha: float | None = meta.get("fusion_alpha")
         self.batch_size = batch_size

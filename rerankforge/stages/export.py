@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import json
 import logging
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,9 @@ import numpy as np
 from rerankforge.artifacts import Chunk, Query, read_jsonl, write_json
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.pipeline import StageContext, StageResult
-from rerankforge.serve.runtime import METADATA_FILE, Reranker
+from rerankforge.serve.runtime import METADATA_FILE, ONNX_VARIANTS, Reranker
 
-VERSION = "2"
+VERSION = "3"
 
 
 def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
@@ -65,22 +66,68 @@ def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
     return path
 
 
-def quantize_int8(fp32: Path) -> Path:
-    """Dynamic int8 quantization (per-channel weights) after onnxruntime's recommended pre-processing."""
+def quantize_int8(fp32: Path, calibration: list[dict[str, np.ndarray]] | None = None) -> list[Path]:
+    """int8 variants of ``fp32``, after onnxruntime's recommended pre-processing.
+
+    Always dynamic quantization (per-channel int8 weights, activations quantized per batch at run time);
+    with ``calibration`` feeds (the build's own tokenized pairs), also static QDQ quantization of the MatMuls,
+    whose activation ranges are fixed from those feeds: faster on CPU, and checked for quality by the caller.
+    """
     try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnx import TensorProto
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as exc:
         raise MissingDependencyError("onnxruntime", "build", "int8 quantization") from exc
-    target = fp32.with_name("model_qint8.onnx")
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+            self.feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
     prepared = fp32.with_name(".model_prepared.onnx")
+    written = []
     try:
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # dynamic axes defeat it
         with _quiet_root_logger():  # the quantizer logs every tensor it skips on the root logger
+            target = fp32.with_name(ONNX_VARIANTS["int8"])
             quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True)
+            written.append(target)
+            if calibration:
+                target = fp32.with_name(ONNX_VARIANTS["int8_static"])
+                quantize_static(
+                    str(prepared),
+                    str(target),
+                    Feeds(calibration),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=["MatMul"],
+                    extra_options={"DefaultTensorType": TensorProto.FLOAT},
+                )
+                written.append(target)
     finally:
         prepared.unlink(missing_ok=True)
-    return target
+    return written
+
+
+def calibration_feeds(model_dir: Path, pairs: list[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
+    """One model input per pair (batch of one, no padding), tokenized exactly as the runtime does."""
+    reranker = Reranker(model_dir, variant="fp32")
+    feeds = []
+    for enc in reranker.tokenizer.encode_batch(pairs):
+        feed = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+        feeds.append({k: np.array([v], dtype=np.int64) for k, v in feed.items() if k in reranker.input_names})
+    return feeds
 
 
 @contextlib.contextmanager
@@ -122,9 +169,13 @@ def export_model(
     quantize: bool = True,
     parity_tolerance: float = 1e-4,
     parity_pairs: list[tuple[str, str]] | None = None,
+    calibration_pairs: list[tuple[str, str]] | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """Export a saved CrossEncoder folder to ``onnx/model.onnx`` (+ ``model_qint8.onnx``), check parity.
+    """Export a saved CrossEncoder folder to ``onnx/model.onnx`` (+ int8 variants), check parity.
+
+    With ``quantize``: ``onnx/model_qint8.onnx`` (dynamic); with ``calibration_pairs`` too:
+    ``onnx/model_qint8_static.onnx`` (static QDQ, calibrated on those pairs).
 
     Returns the parity summary, also stored in ``rerankforge.json``. Raises :class:`StageError` when the
     fp32 export differs from torch by more than ``parity_tolerance``.
@@ -151,16 +202,16 @@ def export_model(
         -1
     )
 
-    def onnx_logits(quantized: bool) -> np.ndarray:
+    def onnx_logits(variant: str) -> np.ndarray:
         # one call per run of pairs with the same query: batches with padding, as served
-        reranker = Reranker(model_dir, quantized=quantized)
+        reranker = Reranker(model_dir, variant=variant)
         scores: list[np.ndarray] = []
         for query, run in itertools.groupby(pairs, key=lambda pair: pair[0]):
             scores.append(reranker.logits(query, [doc for _, doc in run]))
         return np.concatenate(scores)
 
     report(1, 3, "parity check")
-    max_diff = float(np.max(np.abs(torch_logits - onnx_logits(False))))
+    max_diff = float(np.max(np.abs(torch_logits - onnx_logits("fp32"))))
     if max_diff > parity_tolerance:
         raise StageError(
             f"ONNX fp32 scores differ from torch by {max_diff:.2e} (> export.parity_tolerance "
@@ -173,52 +224,74 @@ def export_model(
     }
     if quantize:
         report(2, 3, "quantizing int8")
-        quantize_int8(fp32)
-        summary["onnx_int8"] = "onnx/model_qint8.onnx"
-        summary["max_abs_diff_int8"] = float(np.max(np.abs(torch_logits - onnx_logits(True))))
+        feeds = calibration_feeds(model_dir, calibration_pairs) if calibration_pairs else None
+        for path in quantize_int8(fp32, feeds):
+            variant = next(name for name, file in ONNX_VARIANTS.items() if file == path.name)
+            summary[f"onnx_{variant}"] = f"onnx/{path.name}"
+            summary[f"max_abs_diff_{variant}"] = float(np.max(np.abs(torch_logits - onnx_logits(variant))))
     write_json(model_dir / METADATA_FILE, {**meta, "parity": summary})
     report(3, 3)
     return summary
 
 
-def int8_quality(ctx: StageContext, model_dir: Path) -> dict[str, Any]:
-    """nDCG@k of the fp32 and int8 ONNX models on the held-out queries; int8 is recommended within 1 point."""
+def choose_variant(ctx: StageContext, model_dir: Path, speed_pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """nDCG@k of each ONNX variant on the held-out queries, and its speed on ``speed_pairs``.
+
+    The recommended (served) variant is the fastest whose nDCG@k is within 1 point of fp32's.
+    """
     from rerankforge.stages.evaluate import compare_on_dev
 
     k = ctx.config.evaluate.k
-    ndcg = {}
-    for name, quantized in (("fp32", False), ("int8", True)):
-        scorer = Reranker(model_dir, quantized=quantized).logits
+    variants: dict[str, dict[str, float]] = {}
+    for name, file in ONNX_VARIANTS.items():
+        if not (model_dir / "onnx" / file).is_file():
+            continue
+        reranker = Reranker(model_dir, variant=name)
         # alpha fixed: only the reranker's own ranking matters here, no need to search a fusion weight
-        result = compare_on_dev(ctx.run_dir, scorer, k=k, relevant_min=ctx.config.grade.positive_min_grade, alpha=1.0)
-        ndcg[name] = result["metrics"]["reranked"][f"ndcg@{k}"]
-    loss = round(ndcg["fp32"] - ndcg["int8"], 4)
-    return {
-        f"ndcg@{k}_fp32": ndcg["fp32"],
-        f"ndcg@{k}_int8": ndcg["int8"],
-        "int8_ndcg_loss": loss,
-        "int8_recommended": loss <= 0.01,
-    }
+        result = compare_on_dev(
+            ctx.run_dir, reranker.logits, k=k, relevant_min=ctx.config.grade.positive_min_grade, alpha=1.0
+        )
+        seconds = min(_timed(reranker, speed_pairs) for _ in range(2))
+        variants[name] = {
+            f"ndcg@{k}": result["metrics"]["reranked"][f"ndcg@{k}"],
+            "pairs_per_s": round(len(speed_pairs) / seconds, 1),
+        }
+    for stats in variants.values():
+        stats["ndcg_loss"] = round(variants["fp32"][f"ndcg@{k}"] - stats[f"ndcg@{k}"], 4)
+    eligible = [name for name, stats in variants.items() if stats["ndcg_loss"] <= 0.01]
+    recommended = max(eligible, key=lambda name: variants[name]["pairs_per_s"])
+    return {"variants": variants, "recommended_variant": recommended, "int8_recommended": recommended != "fp32"}
+
+
+def _timed(reranker: Reranker, pairs: list[tuple[str, str]]) -> float:
+    started = time.perf_counter()
+    reranker.score_pairs(pairs)
+    return time.perf_counter() - started
 
 
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.export
     model_dir = ctx.run_dir / "model"
+    pairs = _parity_pairs(ctx)
     summary = export_model(
         model_dir,
         max_length=ctx.config.train.max_length,
         opset=cfg.opset,
         quantize=cfg.quantize,
         parity_tolerance=cfg.parity_tolerance,
-        parity_pairs=_parity_pairs(ctx),
+        parity_pairs=pairs,
+        calibration_pairs=pairs[: cfg.calibration_pairs] if cfg.static_int8 else None,
         progress=ctx.progress,
     )
     meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
     meta["fusion_alpha"] = json.loads((ctx.dir("evaluate") / "metrics.json").read_text())["fusion"]["alpha"]
     if cfg.quantize:
-        summary.update(int8_quality(ctx, model_dir))
+        summary.update(choose_variant(ctx, model_dir, pairs[:32]))
+        meta["recommended_variant"] = summary["recommended_variant"]
         meta["int8_recommended"] = summary["int8_recommended"]
+        meta["variants"] = summary["variants"]
     write_json(model_dir / METADATA_FILE, meta)
     summary["fusion_alpha"] = meta["fusion_alpha"]
-    names = ["onnx/model.onnx", METADATA_FILE] + (["onnx/model_qint8.onnx"] if cfg.quantize else [])
+    onnx_files = [f"onnx/{file}" for file in ONNX_VARIANTS.values() if (model_dir / "onnx" / file).is_file()]
+    names = [METADATA_FILE, *onnx_files]
     return StageResult(files=[f"model/{n}" for n in names], summary=summary)

@@ -1,0 +1,353 @@
+"""Reranking speed and int8 quality, in one run on the same model and inputs.
+
+Compares torch fp32 ``CrossEncoder.predict``, sentence-transformers' own ONNX backend (fp32 and its qint8
+export; needs optimum, so it runs in the separate environment made by ``benchmarks/setup_st_onnx_venv.sh``),
+and rerankforge's runtime for every ONNX variant the export wrote; then the HTTP server under concurrent
+clients. Prints pairs/s, p50/p95 latency per query (100 documents), speed ratios, and nDCG@10 on real
+MedQuAD questions (reranking the dense first stage's top candidates).
+
+The model: a MiniLM-L6 cross-encoder fine-tuned briefly (BCE, 1 epoch) on MedQuAD questions that are not
+among the evaluated ones, then exported by rerankforge (fp32, dynamic int8, static int8). Reads
+../shared/data/medquad-dev in place; exits with a message when it is absent.
+
+    .venv/bin/python benchmarks/serve_speed.py            # ~15 min on 2 cores
+    .venv/bin/python benchmarks/serve_speed.py --quick    # fewer queries, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "medquad-dev"
+CACHE = ROOT / ".cache" / "bench-serve"
+ST_VENV = ROOT / ".cache" / "venv-st-onnx"
+MAX_LENGTH = 256
+BATCH = 32
+
+
+def load_medquad() -> tuple[dict[str, str], dict[str, str], dict[str, set[str]]]:
+    corpus = {}
+    with open(DATA / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            corpus[rec["_id"]] = f"{rec['title']}. {rec['text']}"
+    queries = {}
+    with open(DATA / "queries.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            queries[rec["_id"]] = rec["text"]
+    qrels: dict[str, set[str]] = defaultdict(set)
+    with open(DATA / "qrels" / "test.tsv", encoding="utf-8") as fh:
+        next(fh)
+        for line in fh:
+            qid, did, score = line.split("\t")
+            if int(score) > 0:
+                qrels[qid].add(did)
+    return corpus, queries, qrels
+
+
+def dense_candidates(args: argparse.Namespace) -> dict:
+    """Eval and train queries with the dense first stage's top candidates over a sub-corpus (cached)."""
+    cache = CACHE / f"candidates-{args.eval_queries}-{args.train_pool}-{args.subcorpus}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge.models import resolve_model
+
+    corpus, queries, qrels = load_medquad()
+    rng = random.Random(13)
+    qids = sorted(q for q in qrels if q in queries)
+    rng.shuffle(qids)
+    eval_ids, train_ids = qids[: args.eval_queries], qids[args.eval_queries : args.eval_queries + args.train_pool]
+    doc_of = lambda did: did.rsplit("-", 1)[0]  # noqa: E731  (answers of one MedQuAD document share a prefix)
+    wanted_docs = {doc_of(d) for q in eval_ids + train_ids for d in qrels[q]}
+    sub = [d for d in corpus if doc_of(d) in wanted_docs]
+    others = [d for d in corpus if doc_of(d) not in wanted_docs]
+    sub += rng.sample(others, max(0, args.subcorpus - len(sub)))
+    encoder = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
+    encoder.max_seq_length = MAX_LENGTH
+    doc_emb = encoder.encode([corpus[d] for d in sub], batch_size=64, normalize_embeddings=True)
+    out = {"eval": [], "train": []}
+    for split, ids in (("eval", eval_ids), ("train", train_ids)):
+        q_emb = encoder.encode([queries[q] for q in ids], normalize_embeddings=True)
+        top = np.argsort(-(q_emb @ doc_emb.T), axis=1)[:, :100]
+        for qid, row in zip(ids, top, strict=True):
+            out[split].append(
+                {
+                    "query": queries[qid],
+                    "docs": [corpus[sub[i]] for i in row],
+                    "relevant": [int(sub[i] in qrels[qid]) for i in row],
+                }
+            )
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def prepare_model(train: list[dict]) -> Path:
+    """Fine-tune a MiniLM cross-encoder (BCE) on the train queries, save and export it with rerankforge."""
+    model_dir = CACHE / f"model-{len(train)}"
+    if (model_dir / "onnx" / "model_qint8_static.onnx").is_file():
+        return model_dir
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from rerankforge.models import resolve_model
+    from rerankforge.stages.export import export_model
+
+    torch.manual_seed(13)
+    rows = {"query": [], "doc": [], "label": []}
+    for item in train:
+        negatives = [d for d, rel in zip(item["docs"][:20], item["relevant"][:20], strict=True) if not rel][:2]
+        positives = [d for d, rel in zip(item["docs"], item["relevant"], strict=True) if rel][:1]
+        for doc, label in [(d, 1.0) for d in positives] + [(d, 0.0) for d in negatives]:
+            rows["query"].append(item["query"])
+            rows["doc"].append(doc)
+            rows["label"].append(label)
+    # trained at 128 tokens to keep this preparation to minutes on a small CPU; served and timed at MAX_LENGTH
+    model = CrossEncoder(resolve_model("all-MiniLM-L6-v2"), num_labels=1, max_length=128, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = CrossEncoderTrainer(
+            model=model,
+            args=CrossEncoderTrainingArguments(
+                output_dir=tmp,
+                num_train_epochs=1,
+                per_device_train_batch_size=16,
+                learning_rate=1e-4,
+                warmup_ratio=0.1,
+                seed=13,
+                report_to="none",
+                save_strategy="no",
+                logging_steps=20,
+            ),
+            train_dataset=Dataset.from_dict(rows).shuffle(seed=13),
+            loss=BinaryCrossEntropyLoss(model),
+        )
+        trainer.train()
+    model.save_pretrained(str(model_dir))
+    calibration = [(item["query"], doc) for item in train[:16] for doc in item["docs"][:4]]
+    summary = export_model(model_dir, max_length=MAX_LENGTH, calibration_pairs=calibration)
+    print("export:", {k: v for k, v in summary.items() if k.startswith("max_abs")})
+    return model_dir
+
+
+def ndcg_at_10(relevant: list[int], scores: list[float]) -> float:
+    order = np.argsort(-np.asarray(scores), kind="stable")[:10]
+    dcg = sum(relevant[i] / np.log2(r + 2) for r, i in enumerate(order))
+    ideal = sum(1 / np.log2(r + 2) for r in range(min(10, sum(relevant))))
+    return dcg / ideal if ideal else 0.0
+
+
+def time_system(score_fn, timing: list[list[tuple[str, str]]]) -> list[float]:
+    score_fn(timing[0][:8])  # warm-up
+    latencies = []
+    for pairs in timing:
+        started = time.perf_counter()
+        score_fn(pairs)
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def server_throughput(model_dir: Path, variant: str, requests: list[tuple[str, list[str]]], clients: int) -> dict:
+    """The HTTP server on 127.0.0.1 (uvicorn in a thread): sequential vs ``clients`` concurrent clients."""
+    import httpx
+    import uvicorn
+
+    from rerankforge.serve.app import create_app
+
+    app = create_app(model_dir, variant=variant)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v2/rerank"
+    figures = {}
+    try:
+        with httpx.Client(timeout=600) as client:
+            client.post(url, json={"query": "warm up", "documents": ["a", "b"]}).raise_for_status()
+            started = time.perf_counter()
+            sequential = [client.post(url, json={"query": q, "documents": d}).json() for q, d in requests]
+            figures["sequential_s"] = time.perf_counter() - started
+        results: dict[int, dict] = {}
+        latencies: list[float] = []
+        errors: list[BaseException] = []
+        next_index = iter(range(len(requests)))
+        lock = threading.Lock()
+
+        def worker() -> None:
+            with httpx.Client(timeout=600) as client:
+                while True:
+                    with lock:
+                        i = next(next_index, None)
+                    if i is None:
+                        return
+                    t = time.perf_counter()
+                    try:
+                        response = client.post(url, json={"query": requests[i][0], "documents": requests[i][1]})
+                        response.raise_for_status()
+                        results[i] = response.json()
+                    except BaseException as exc:
+                        errors.append(exc)
+                    latencies.append(time.perf_counter() - t)
+
+        started = time.perf_counter()
+        workers = [threading.Thread(target=worker) for _ in range(clients)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        figures["concurrent_s"] = time.perf_counter() - started
+        same = all(
+            [r["index"] for r in results[i]["results"]] == [r["index"] for r in sequential[i]["results"]]
+            for i in results
+        )
+        pairs = sum(len(d) for _, d in requests)
+        figures.update(
+            errors=len(errors),
+            same_rankings_as_sequential=same,
+            sequential_pairs_per_s=pairs / figures["sequential_s"],
+            concurrent_pairs_per_s=pairs / figures["concurrent_s"],
+            concurrent_p50_ms=1e3 * statistics.median(latencies),
+            concurrent_p95_ms=1e3 * float(np.percentile(latencies, 95)),
+        )
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="A smoke run: few queries.")
+    parser.add_argument("--timing-queries", type=int, default=6, help="Queries timed (100 documents each).")
+    parser.add_argument("--eval-queries", type=int, default=60, help="Queries for nDCG@10.")
+    parser.add_argument("--rerank-depth", type=int, default=20, help="Dense candidates reranked for nDCG@10.")
+    parser.add_argument("--train-queries", type=int, default=200, help="Queries the benchmark model is tuned on.")
+    parser.add_argument("--train-pool", type=int, default=300, help="Queries given candidates for training.")
+    parser.add_argument("--subcorpus", type=int, default=2500, help="MedQuAD answers indexed for candidates.")
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    if args.quick:
+        args.timing_queries, args.rerank_depth = 2, 10
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} is absent (the MedQuAD slice beside the project)")
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from rerankforge.serve.runtime import ONNX_VARIANTS, Reranker
+
+    data = dense_candidates(args)
+    model_dir = prepare_model(data["train"][: args.train_queries])
+    eval_items = data["eval"][: 10 if args.quick else None]
+    timing = [[(it["query"], d) for d in it["docs"]] for it in eval_items[: args.timing_queries]]
+    quality = [[(it["query"], d) for d in it["docs"][: args.rerank_depth]] for it in eval_items]
+    relevant = [it["relevant"][: args.rerank_depth] for it in eval_items]
+
+    systems: dict[str, dict] = {}
+    cross_encoder = CrossEncoder(str(model_dir), max_length=MAX_LENGTH, device="cpu")
+    print(f"torch threads {torch.get_num_threads()}; {len(timing)} timed queries x 100 documents")
+
+    def torch_predict(pairs: list[tuple[str, str]]) -> list[float]:
+        return list(cross_encoder.predict(pairs, batch_size=BATCH, show_progress_bar=False))
+
+    systems["torch_fp32"] = {"latencies": time_system(torch_predict, timing), "scores": None}
+    for variant, file in ONNX_VARIANTS.items():
+        if (model_dir / "onnx" / file).is_file():
+            reranker = Reranker(model_dir, variant=variant, batch_size=BATCH)
+
+            def score(pairs: list[tuple[str, str]], reranker: Reranker = reranker) -> list[float]:
+                return list(reranker.score_pairs(pairs).logits)
+
+            systems[f"rerankforge_{variant}"] = {
+                "latencies": time_system(score, timing),
+                "scores": [score(pairs) for pairs in quality],
+            }
+    tokens = Reranker(model_dir, variant="fp32").score_pairs([p for pairs in timing for p in pairs]).tokens
+    mean_tokens = tokens / sum(len(p) for p in timing)
+
+    if (ST_VENV / "bin" / "python").is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "model"
+            shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("model_qint8*.onnx"))
+            inputs, out = Path(tmp) / "inputs.json", Path(tmp) / "out.json"
+            inputs.write_text(
+                json.dumps({"timing": timing, "quality": quality, "max_length": MAX_LENGTH, "batch_size": BATCH})
+            )
+            subprocess.run(
+                [str(ST_VENV / "bin" / "python"), str(ROOT / "benchmarks" / "st_onnx_worker.py"), inputs, copy, out],
+                check=True,
+                env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )
+            for name, rec in json.loads(out.read_text()).items():
+                systems[name] = {"latencies": rec["latencies"], "scores": rec["quality_scores"]}
+    else:
+        print(f"sentence-transformers ONNX backend skipped: run benchmarks/setup_st_onnx_venv.sh to make {ST_VENV}")
+
+    first_stage = float(np.mean([ndcg_at_10(rel, list(range(len(rel), 0, -1))) for rel in relevant]))
+    torch_quality = [torch_predict(pairs) for pairs in quality]
+    systems["torch_fp32"]["scores"] = torch_quality
+    n_pairs = sum(len(p) for p in timing)
+    base = n_pairs / sum(systems["torch_fp32"]["latencies"])
+    print(f"\npairs: {n_pairs} timed, mean {mean_tokens:.0f} tokens per pair (max_length {MAX_LENGTH}), batch {BATCH}")
+    print(f"nDCG@10 on {len(quality)} MedQuAD questions, top-{args.rerank_depth} dense candidates reranked")
+    print(f"{'system':28s} {'pairs/s':>8s} {'x torch':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'nDCG@10':>8s}")
+    print(f"{'dense first stage':28s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {first_stage:8.4f}")
+    rates = {}
+    for name, rec in systems.items():
+        lat = rec["latencies"]
+        rates[name] = n_pairs / sum(lat)
+        ndcg = float(np.mean([ndcg_at_10(rel, s) for rel, s in zip(relevant, rec["scores"], strict=True)]))
+        rec["ndcg"] = ndcg
+        print(
+            f"{name:28s} {rates[name]:8.1f} {rates[name] / base:8.2f} {1e3 * statistics.median(lat):8.0f} "
+            f"{1e3 * float(np.percentile(lat, 95)):8.0f} {ndcg:8.4f}"
+        )
+    for variant in ("int8", "int8_static"):
+        name = f"rerankforge_{variant}"
+        if name in rates:
+            st = f", {rates[name] / rates['st_onnx_qint8']:.2f}x st qint8" if "st_onnx_qint8" in rates else ""
+            loss = 100 * (systems["rerankforge_fp32"]["ndcg"] - systems[name]["ndcg"])
+            print(f"{name}: {rates[name] / base:.2f}x torch fp32{st}; nDCG loss vs fp32 {loss:.2f} points")
+
+    served = json.loads((model_dir / "rerankforge.json").read_text()).get("recommended_variant", "int8")
+    served = served if f"rerankforge_{served}" in systems else "int8"
+    requests = [(it["query"], it["docs"][:25]) for it in data["eval"][: 4 if args.quick else 2 * args.clients]]
+    figures = server_throughput(model_dir, served, requests, args.clients)
+    print(
+        f"\nserver ({served}), {len(requests)} requests x 25 documents: sequential "
+        f"{figures['sequential_pairs_per_s']:.1f} pairs/s; {args.clients} concurrent clients "
+        f"{figures['concurrent_pairs_per_s']:.1f} pairs/s, p50 {figures['concurrent_p50_ms']:.0f} ms, "
+        f"p95 {figures['concurrent_p95_ms']:.0f} ms, errors {figures['errors']}, "
+        f"same rankings as sequential: {figures['same_rankings_as_sequential']}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
