@@ -53,6 +53,25 @@ def test_every_stage_runs_and_writes_its_manifest(built) -> None:
     assert (run_dir / "model" / "onnx" / "model_qint8.onnx").is_file()
 
 
+def test_export_measures_every_variant_and_serves_the_fastest_within_a_point(built) -> None:
+    from rerankforge.serve.runtime import ONNX_VARIANTS, Reranker
+
+    result, _, run_dir = built
+    meta = json.loads((run_dir / "model" / "rerankforge.json").read_text())
+    variants = meta["variants"]
+    assert set(variants) == set(ONNX_VARIANTS)  # fp32, dynamic int8, static int8 (calibrated on the build's pairs)
+    for stats in variants.values():
+        assert stats["pairs_per_s"] > 0 and 0 <= stats["ndcg@10"] <= 1
+        assert stats["ndcg_loss"] == round(variants["fp32"]["ndcg@10"] - stats["ndcg@10"], 4)
+    eligible = {name: stats["pairs_per_s"] for name, stats in variants.items() if stats["ndcg_loss"] <= 0.01}
+    assert meta["recommended_variant"] == max(eligible, key=eligible.get)
+    assert Reranker(run_dir / "model").variant == meta["recommended_variant"]  # what serve loads by default
+    parity = meta["parity"]
+    assert parity["max_abs_diff_fp32"] <= 1e-4 and 0 < parity["max_abs_diff_int8_static"] < 1
+    export = next(s for s in result.stages if s.name == "export")
+    assert export.summary["recommended_variant"] == meta["recommended_variant"]
+
+
 def test_queries_are_not_copies_and_point_at_their_chunk(built) -> None:
     _, _, run_dir = built
     chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
