@@ -99,7 +99,11 @@ def quantize_int8(fp32: Path, calibration: list[dict[str, np.ndarray]] | None = 
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # dynamic axes defeat it
         with _quiet_root_logger():  # the quantizer logs every tensor it skips on the root logger
             target = fp32.with_name(ONNX_VARIANTS["int8"])
-            quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True)
+            # DefaultTensorType: types that shape inference cannot give (fused ops of optimized graphs) are float
+            float_default = {"DefaultTensorType": TensorProto.FLOAT}
+            quantize_dynamic(
+                str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True, extra_options=float_default
+            )
             written.append(target)
             if calibration:
                 target = fp32.with_name(ONNX_VARIANTS["int8_static"])
@@ -112,7 +116,7 @@ def quantize_int8(fp32: Path, calibration: list[dict[str, np.ndarray]] | None = 
                     weight_type=QuantType.QInt8,
                     activation_type=QuantType.QUInt8,
                     op_types_to_quantize=["MatMul"],
-                    extra_options={"DefaultTensorType": TensorProto.FLOAT},
+                    extra_options=float_default,
                 )
                 written.append(target)
     finally:
