@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from rerankforge.config import ServeConfig
 from rerankforge.errors import MissingDependencyError
@@ -38,22 +38,34 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 OPEN_PATHS = frozenset({"/health"})
 
 
+def _encodable(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # lone surrogates: valid JSON escapes, but no tokenizer takes them
+        raise ValueError(f"text is not valid unicode at position {exc.start} (a lone surrogate)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Document(BaseModel):
-    text: str
+    text: Text
 
 
 class CohereRerankRequest(BaseModel):
     """Cohere's rerank body (v1 and v2), plus two optional rerankforge fields. Unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str = Field(min_length=1)
-    documents: list[str | Document] = Field(min_length=1)
+    query: Text = Field(min_length=1)
+    documents: list[Text | Document] = Field(min_length=1)
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(None, ge=1, description="Cut each document to this many tokens first.")
     model: str | None = Field(None, description="Accepted for compatibility; the server has one model.")
     raw_scores: bool = Field(False, description="rerankforge: raw logits instead of sigmoid relevance scores.")
-    first_stage_scores: list[float] | None = Field(
+    first_stage_scores: list[FiniteFloat] | None = Field(
         None, description="rerankforge: your retriever's scores, one per document, fused with the reranker's."
     )
 
@@ -62,8 +74,8 @@ class TEIRerankRequest(BaseModel):
     """Text Embeddings Inference's rerank body. ``truncate`` is accepted: documents are always made to fit."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str = Field(min_length=1)
-    texts: list[str] = Field(min_length=1)
+    query: Text = Field(min_length=1)
+    texts: list[Text] = Field(min_length=1)
     raw_scores: bool = False
     return_text: bool = False
     truncate: bool | None = None
@@ -206,7 +218,7 @@ def create_app(
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import Response
+        from fastapi.responses import JSONResponse, Response
     except ImportError as exc:
         raise MissingDependencyError("fastapi", "serve", "The HTTP server") from exc
 
@@ -236,6 +248,15 @@ def create_app(
         description="A cross-encoder reranker built by rerankforge: Cohere-compatible and TEI-compatible rerank.",
     )
     app.state.reranker, app.state.batcher = reranker, batcher
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Any:
+        # what was wrong and where, without echoing the input back: it may be huge, or not valid JSON (NaN)
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=int(cfg.max_body_mb * 1024 * 1024))
 
     @app.middleware("http")
