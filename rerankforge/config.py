@@ -86,10 +86,10 @@ class ParseConfig(Section):
     title_prefix: bool = Field(False, description="Prefix each chunk's text with its section title.")
     dedup: bool = Field(True, description="Remove exact duplicate chunks (normalised text) across the corpus.")
     near_duplicate_threshold: float | None = Field(
-        0.9,
+        0.8,
         gt=0,
         le=1,
-        description="Also remove chunks whose word-shingle Jaccard similarity (MinHash) to a kept chunk is at "
+        description="Also remove chunks whose word 3-gram Jaccard similarity (MinHash) to a kept chunk is at "
         "least this; None: exact duplicates only.",
     )
 

@@ -1,7 +1,7 @@
 """Remove exact and near-duplicate chunks (boilerplate headers, repeated disclaimers, copies of a file).
 
 Exact: the same text after lower-casing and collapsing punctuation and whitespace. Near: MinHash LSH
-(``datasketch``) over word 5-gram shingles finds candidates, and the true Jaccard similarity of the shingle
+(``datasketch``) over word 3-gram shingles finds candidates, and the true Jaccard similarity of the shingle
 sets decides, so the outcome does not depend on hash luck. The first chunk in corpus order (by path, then
 position) is kept, so a rerun keeps the same ones.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from rerankforge.artifacts import Chunk
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
-SHINGLE_WORDS = 5
+SHINGLE_WORDS = 3
 NUM_PERM = 128
 
 
