@@ -10,35 +10,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from rerankforge.artifacts import Chunk
+from rerankforge.artifacts import Chunk, file_sha256
 from rerankforge.config import BuildConfig, ParseConfig
 from rerankforge.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class TokenLimit:
-    """The tokenizer (a local folder) chunks are measured with and the limit of a chunk in its tokens."""
+    """The tokenizer chunks are measured with (a ``tokenizer.json`` file) and the limit of a chunk in its tokens."""
 
-    tokenizer_path: str
+    tokenizer_file: str
     max_tokens: int
+    tokenizer_sha256: str  # keys the workers' tokenizer cache and the per-file signature
 
 
 @lru_cache(maxsize=4)
-def load_tokenizer(path: str) -> Any:
-    """The backbone's fast tokenizer as a ``tokenizers.Tokenizer`` that neither truncates nor pads."""
+def load_tokenizer(tokenizer_file: str, tokenizer_sha256: str) -> Any:
+    """A ``tokenizers.Tokenizer`` from its JSON file: no transformers import in the worker processes."""
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
 
-    tokenizer = Tokenizer.from_str(AutoTokenizer.from_pretrained(path).backend_tokenizer.to_str())
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
+    return Tokenizer.from_file(tokenizer_file)
 
 
-def token_limit(cfg: BuildConfig) -> TokenLimit:
-    """Resolve ``train.backbone``'s tokenizer (offline) and the chunk limit derived from ``train.max_length``."""
+def token_limit(cfg: BuildConfig, folder: Path) -> TokenLimit:
+    """Resolve ``train.backbone``'s tokenizer (offline), save it to ``folder`` for the workers, derive the limit.
+
+    The saved copy neither truncates nor pads, whatever the model's own tokenizer.json says.
+    """
     from transformers import AutoTokenizer
 
     from rerankforge.models import resolve_model
@@ -57,7 +58,14 @@ def token_limit(cfg: BuildConfig) -> TokenLimit:
             "Use a model folder with a tokenizer.json."
         )
     pair_specials = tokenizer.num_special_tokens_to_add(pair=True)
-    return TokenLimit(path, cfg.parse.token_limit(cfg.train.max_length, pair_specials))
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = folder / "tokenizer.json"
+    backend.save(str(saved))
+    limit = cfg.parse.token_limit(cfg.train.max_length, pair_specials)
+    return TokenLimit(str(saved), limit, file_sha256(saved))
 
 
 def count_tokens(text: str, tokenizer: Any) -> int:
@@ -105,7 +113,7 @@ def chunk_elements(
     """
     from unstructured.chunking.title import chunk_by_title
 
-    tokenizer = load_tokenizer(limit.tokenizer_path)
+    tokenizer = load_tokenizer(limit.tokenizer_file, limit.tokenizer_sha256)
     sections = chunk_by_title(
         elements,
         max_characters=cfg.max_characters,

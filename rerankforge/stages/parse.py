@@ -35,7 +35,7 @@ _NOT_PER_FILE |= {"workers", "timeout_s", "dedup", "near_duplicate_threshold"}
 def signature(cfg: BuildConfig, limit: TokenLimit) -> str:
     """Hash of what shapes one file's chunks: this stage's version, the chunking settings, the tokenizer."""
     settings = cfg.parse.model_dump(mode="json", exclude=_NOT_PER_FILE)
-    material = {"version": VERSION, "settings": settings, "tokenizer": cfg.train.backbone, "max": limit.max_tokens}
+    material = {"version": VERSION, "settings": settings, "tokenizer": limit.tokenizer_sha256, "max": limit.max_tokens}
     return text_sha256(json.dumps(material, sort_keys=True))
 
 
@@ -66,7 +66,7 @@ def run(ctx: StageContext) -> StageResult:
             f"No files found in {docs} (hidden and excluded files are ignored: {dict(found.ignored) or 'none'}). "
             "Put your documents (pdf, docx, md, html, txt, ...) in that folder, or pass the folder that holds them."
         )
-    limit = token_limit(ctx.config)
+    limit = token_limit(ctx.config, ctx.out / "tokenizer")
     sig = signature(ctx.config, limit)
     state = ParseState(ctx.out / "files.jsonl")
     skipped: list[SkippedFile] = list(found.skipped)
