@@ -146,3 +146,16 @@ def test_no_format_was_skipped_unexpectedly(parsed) -> None:
     _, report = parsed
     assert set(reasons(report)) <= {"legacy.doc"}
     assert report["files_parsed"] == len(PURE_PYTHON_FORMATS) + (len(PANDOC_FORMATS) if HAS_PANDOC else 0)
+
+
+def test_hi_res_pdf_without_its_ocr_extras_is_skipped_with_what_to_install(tmp_path: Path) -> None:
+    if missing_tool(".pdf", "hi_res") is None:
+        pytest.skip("unstructured's OCR extras and tesseract are installed here: hi_res would run")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _write_pdf(docs / "scan.pdf")
+    (docs / "notes.md").write_text(_markdown("md"))
+    chunks, report = run_parse(docs, tmp_path / "run", pdf_strategy="hi_res")
+    kind, reason = reasons(report)["scan.pdf"]
+    assert kind == "missing_tool" and "parse.pdf_strategy 'hi_res' needs" in reason and "or use 'fast'" in reason
+    assert {c.source for c in chunks} == {"notes.md"}

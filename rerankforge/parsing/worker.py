@@ -98,8 +98,19 @@ def use_packaged_spacy_model() -> None:
     tokenize._install_spacy_model = _refuse_download  # type: ignore[assignment]
 
 
-def missing_tool(suffix: str) -> str | None:
-    """Why a type cannot be parsed on this machine (a converter binary is missing), or None."""
+def missing_tool(suffix: str, pdf_strategy: str = "fast") -> str | None:
+    """Why a type cannot be parsed on this machine (a converter binary or OCR extra is missing), or None."""
+    if suffix == ".pdf" and pdf_strategy == "hi_res":
+        try:
+            import unstructured_pytesseract  # noqa: F401
+        except ImportError:
+            return (
+                "parse.pdf_strategy 'hi_res' needs unstructured's OCR extra (pip install 'unstructured[pdf]'), "
+                "tesseract (apt-get install tesseract-ocr) and its layout model in the local Hugging Face cache; "
+                "or use 'fast'"
+            )
+        if shutil.which("tesseract") is None:
+            return "parse.pdf_strategy 'hi_res' needs tesseract: apt-get install tesseract-ocr; or use 'fast'"
     if suffix in PANDOC_SUFFIXES:
         try:
             import pypandoc
@@ -204,7 +215,7 @@ def parse_file(job: FileJob) -> FileResult:
     try:
         if suffix not in SUPPORTED_SUFFIXES:
             raise SkipFile("unsupported", f"unsupported file type '{path.suffix or 'none'}'")
-        missing = missing_tool(suffix)
+        missing = missing_tool(suffix, job.cfg.pdf_strategy)
         if missing:
             raise SkipFile("missing_tool", missing)
         _check_head(path, suffix)
