@@ -1,9 +1,11 @@
 """Parse throughput on a generated mixed corpus: files/s, chunks/s and peak memory, per worker count.
 
-Writes a corpus of N files in 10 formats (md, txt, html, csv, json, eml, docx, pdf, pptx, xlsx) with a
-shared disclaimer (a duplicate to remove) and a few bad files, then runs the parse stage on it in a fresh
-process per worker count and samples the memory of that process and its workers (summed PSS) every
-100 ms. Finally it changes 1 % of the files and re-runs with the last worker count, to show an incremental run.
+Writes a corpus of N files in 10 formats (md, txt, html, csv, json, eml, docx, pdf, pptx, xlsx) with a shared
+disclaimer (a duplicate to remove) and a few bad files, then runs the parse stage on it in a fresh process per
+worker count and samples the memory of that process and its workers (summed PSS) every 100 ms. Finally it
+changes 1 % of the files and re-runs with the last worker count, to show an incremental run. Other work on the
+machine skews the figures: each row also gives the CPU seconds of the process tree and the 1-minute load
+average at its end.
 
     .venv/bin/python benchmarks/parse_corpus.py --files 1000 --workers 1 2
 """
@@ -143,6 +145,7 @@ def measure(docs: Path, run_dir: Path, workers: int) -> tuple[dict, float]:
     argv = [sys.executable, "-c", code, str(ROOT), str(docs), str(run_dir), str(workers)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     peak = 0.0
+    cpu: dict[int, float] = {}  # pid -> user + system seconds, last seen
     done = threading.Event()
 
     def sample() -> None:
@@ -152,6 +155,9 @@ def measure(docs: Path, run_dir: Path, workers: int) -> tuple[dict, float]:
             try:
                 tree = [parent, *parent.children(recursive=True)]
                 peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()) / 2**20)
+                for p in tree:
+                    times = p.cpu_times()
+                    cpu[p.pid] = times.user + times.system
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -163,7 +169,10 @@ def measure(docs: Path, run_dir: Path, workers: int) -> tuple[dict, float]:
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"parse failed with exit code {proc.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), peak
+    summary = json.loads(out.strip().splitlines()[-1])
+    summary["cpu_seconds"] = sum(cpu.values())
+    summary["load_average"] = os.getloadavg()[0]
+    return summary, peak
 
 
 def _row(label: str, summary: dict, peak: float) -> str:
@@ -173,7 +182,8 @@ def _row(label: str, summary: dict, peak: float) -> str:
         f"{label:<24} {seconds:7.1f} s  {summary['files_seen'] / seconds:6.1f} files/s  "
         f"{summary['chunks'] / seconds:7.1f} chunks/s  peak PSS {peak:6.0f} MB  "
         f"({parsed} parsed, {summary.get('files_reused', 0)} reused, {summary['files_skipped']} skipped, "
-        f"{summary['chunks']} chunks, dup removed {summary.get('duplicates_removed')})"
+        f"{summary['chunks']} chunks, dup removed {summary.get('duplicates_removed')}; "
+        f"{summary['cpu_seconds']:.0f} CPU s, load average {summary['load_average']:.1f})"
     )
 
 
