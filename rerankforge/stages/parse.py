@@ -79,8 +79,8 @@ def run(ctx: StageContext) -> StageResult:
         except FileNotFoundError:
             skipped.append(SkippedFile(path=relative, kind="vanished", reason="the file disappeared during the run"))
             continue
-        except PermissionError as exc:
-            reason = f"no permission to read it ({exc.strerror})"
+        except OSError as exc:  # permissions, an I/O error on a failing disk or share
+            reason = f"no permission to read it ({exc.strerror})" if isinstance(exc, PermissionError) else str(exc)
             skipped.append(SkippedFile(path=relative, kind="unreadable", reason=reason))
             continue
         old = state.records.get(relative)
