@@ -129,6 +129,7 @@ print(json.dumps({"sources": sorted({c.source for c in chunks}), "skipped": repo
 """
 
 
+@pytest.mark.slow  # a fresh interpreter that imports the parsers: 10-20 s
 def test_a_file_unreadable_by_permissions(docs: Path, tmp_path: Path) -> None:
     """Root reads any file: as root the parse runs in a child without the capabilities that bypass permissions."""
     import json
