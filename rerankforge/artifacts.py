@@ -28,19 +28,34 @@ class Chunk(BaseModel):
     title: str | None = None
     element_types: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    tokens: int | None = Field(None, description="Length in tokens of the reranker backbone's tokenizer.")
 
 
 class SkippedFile(BaseModel):
     path: str
     reason: str
+    kind: str = Field("error", description="Reason class: unsupported, empty, too_large, encrypted, ...")
 
 
 class ParseReport(BaseModel):
+    """What the parse stage did, for ``parse/report.json`` and the table the CLI prints."""
+
     files_seen: int
     files_parsed: int
     skipped: list[SkippedFile]
     chunks: int
     characters: int
+    files_reused: int = Field(0, description="Unchanged files whose chunks came from the previous run.")
+    skipped_by_reason: dict[str, int] = Field(default_factory=dict)
+    ignored: dict[str, int] = Field(default_factory=dict, description="Hidden / excluded entries, not read.")
+    tokens: int = 0
+    max_tokens: int | None = None
+    tokenizer: str | None = None
+    chunks_over_token_limit: int = Field(
+        0, description="Chunks that would have been truncated at max_tokens; each was split into smaller ones."
+    )
+    duplicates_removed: dict[str, int] = Field(default_factory=dict)
+    changes: dict[str, int] = Field(default_factory=dict, description="Files added / changed / removed / unchanged.")
 
 
 class Query(BaseModel):

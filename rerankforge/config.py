@@ -60,7 +60,50 @@ class ParseConfig(Section):
     new_after_n_characters: int = Field(900, gt=50, description="Soft limit: start a new chunk after this.")
     combine_under_n_characters: int = Field(250, ge=0, description="Merge small sections up to this size.")
     min_chunk_characters: int = Field(40, ge=1, description="Drop chunks shorter than this (page furniture).")
-    pdf_strategy: Literal["fast", "hi_res", "auto"] = "fast"
+    pdf_strategy: Literal["fast", "hi_res", "auto"] = Field(
+        "fast", description="fast: the PDF's text layer; hi_res/auto need unstructured's OCR and layout extras."
+    )
+    include: list[str] = Field(
+        default_factory=list,
+        description="gitignore-style patterns relative to the docs folder; when given, only matching files are read.",
+    )
+    exclude: list[str] = Field(default_factory=list, description="gitignore-style patterns of files to leave out.")
+    include_hidden: bool = Field(False, description="Also read hidden files and folders (.git/.svn/.hg never).")
+    follow_symlinks: bool = Field(True, description="Follow symlinked files and folders (each real file read once).")
+    max_file_mb: float = Field(100.0, gt=0, description="Skip files larger than this, with the reason in the report.")
+    max_unzipped_mb: float = Field(
+        500.0, gt=0, description="Skip Office/ODF/EPUB files (zip containers) that would inflate beyond this."
+    )
+    workers: int | None = Field(None, ge=1, description="Parser processes; None: one per CPU core. 1: in-process.")
+    timeout_s: float = Field(300.0, gt=0, description="Give up on a single file after this many seconds.")
+    max_tokens: int | None = Field(
+        None,
+        gt=8,
+        description="Hard limit of a chunk in tokens of train.backbone's tokenizer. None: train.max_length minus "
+        "query_tokens minus the pair's special tokens, so (query, chunk) fits the cross-encoder.",
+    )
+    query_tokens: int = Field(64, ge=0, description="Tokens kept free for the query when max_tokens is derived.")
+    title_prefix: bool = Field(False, description="Prefix each chunk's text with its section title.")
+    dedup: bool = Field(True, description="Remove exact duplicate chunks (normalised text) across the corpus.")
+    near_duplicate_threshold: float | None = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Also remove chunks whose word 3-gram Jaccard similarity (MinHash) to a kept chunk is at "
+        "least this; None: exact duplicates only.",
+    )
+
+    def token_limit(self, train_max_length: int, pair_special_tokens: int) -> int:
+        """Tokens a chunk may have so that (query, chunk) fits the cross-encoder's max length."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        limit = train_max_length - self.query_tokens - pair_special_tokens
+        if limit < 16:
+            raise ConfigError(
+                f"train.max_length {train_max_length} leaves {limit} tokens for a chunk after "
+                f"parse.query_tokens {self.query_tokens}. Raise train.max_length or set parse.max_tokens."
+            )
+        return limit
 
 
 class QueriesConfig(Section):

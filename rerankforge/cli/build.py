@@ -10,7 +10,7 @@ import typer
 from rich.panel import Panel
 from rich.prompt import Confirm, IntPrompt, Prompt
 
-from rerankforge.cli.common import StageProgress, console, metrics_table, summary_table
+from rerankforge.cli.common import StageProgress, console, metrics_table, parse_table, summary_table
 from rerankforge.config import BuildConfig, load_config
 from rerankforge.pipeline import STAGE_NAMES
 
@@ -93,6 +93,13 @@ def build(
     bi_encoder: Annotated[str | None, typer.Option(help="First-stage bi-encoder (HF id or path).")] = None,
     qdrant_url: Annotated[str | None, typer.Option(help="Qdrant server; default: embedded in the run folder.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs.")] = None,
+    include: Annotated[
+        list[str] | None, typer.Option(help="Only read files matching this gitignore-style pattern (repeatable).")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Leave out files matching this pattern (repeatable).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Parser processes (default: one per CPU core).")] = None,
     until: Annotated[str | None, typer.Option(help=f"Stop after this stage ({', '.join(STAGE_NAMES)}).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Never prompt (CI, Docker).")] = False,
@@ -104,6 +111,7 @@ def build(
         "llm__provider": llm_provider, "llm__model": llm_model, "llm__host": llm_host,
         "queries__max_queries": max_queries, "mine__top_k": top_k, "mine__bi_encoder": bi_encoder,
         "mine__qdrant_url": qdrant_url, "train__loss": loss, "train__backbone": backbone, "train__epochs": epochs,
+        "parse__include": include or None, "parse__exclude": exclude or None, "parse__workers": workers,
     }  # fmt: skip
     cfg = load_config(config, docs=str(docs), run_dir=str(run_dir) if run_dir else None, **_overrides(**options))
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not yes
@@ -112,6 +120,9 @@ def build(
     with StageProgress() as progress:
         result = run_build(cfg, force=force, progress=progress, until=until)
     console.print(summary_table(result))
+    parsed = next((s for s in result.stages if s.name == "parse" and s.status == "ran"), None)
+    if parsed is not None:
+        console.print(parse_table(parsed.summary))
     if result.llm_stats:
         s = result.llm_stats
         console.print(

