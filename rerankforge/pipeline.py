@@ -239,6 +239,11 @@ def build(
         raise InputError(f"Documents folder {docs} does not exist. Pass the folder that holds your files.")
     if not docs.is_dir():
         raise InputError(f"{docs} is a file, not a folder. Pass the folder that holds your documents.")
+    eval_data = config.evaluate.eval_data
+    if eval_data is not None and not Path(eval_data).exists():
+        raise InputError(
+            f"evaluate.eval_data {eval_data} does not exist. Pass a BEIR folder or a CSV/JSONL label file."
+        )
     if until is not None and until not in STAGE_NAMES:
         raise InputError(f"Unknown stage '{until}'. Choose one of: {', '.join(STAGE_NAMES)}.")
     run_dir = config.resolved_run_dir()

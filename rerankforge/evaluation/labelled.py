@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,43 @@ def save_labelled_result(run_dir: Path, result: dict[str, Any]) -> Path:
     path = run_dir / LABELLED_RESULT
     write_json(path, result)
     return path
+
+
+@dataclass
+class LabelledEvalSpec:
+    """What to evaluate on which labels (see :func:`run_labelled_evaluation`)."""
+
+    data: Path
+    model: str
+    evaluate: EvaluateConfig
+    bi_encoder: str
+    run_dir: Path | None = None
+    corpus: Path | None = None
+    compare: list[str] = field(default_factory=list)
+    onnx: bool | None = None
+    int8: bool | None = None
+    max_length: int = 512
+    seed: int = 13
+
+
+def run_labelled_evaluation(spec: LabelledEvalSpec, progress: Progress = _no_progress) -> dict[str, Any]:
+    """Load the labels (CSV/JSONL labels point into ``spec.corpus``, else the run's chunks), load the model and
+    the comparison rerankers, evaluate, and save the result in the run folder when there is one."""
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.evaluation.labels import load_corpus, load_labels
+    from rerankforge.evaluation.scorers import load_scorer
+
+    corpus = None
+    if spec.corpus is not None:
+        corpus = load_corpus(spec.corpus)
+    elif not Path(spec.data).is_dir() and spec.run_dir is not None:
+        corpus = {c.id: c.text for c in read_jsonl(spec.run_dir / "parse" / "chunks.jsonl", Chunk)}
+    data = load_labels(spec.data, corpus, match_threshold=spec.evaluate.match_threshold)
+    scorers = [load_scorer(spec.model, onnx=spec.onnx, int8=spec.int8, max_length=spec.max_length)]
+    scorers += [load_scorer(other, max_length=spec.max_length) for other in spec.compare]
+    result = evaluate_labelled(
+        data, scorers, spec.evaluate, bi_encoder=spec.bi_encoder, seed=spec.seed, progress=progress
+    )
+    if spec.run_dir is not None:
+        save_labelled_result(spec.run_dir, result)
+    return result

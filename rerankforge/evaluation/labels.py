@@ -189,7 +189,12 @@ def _read_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
         _check_columns(path, columns, " (header)")
         rows = []
         for row in reader:
-            values = {c: (v or "").strip() for c, v in zip(columns, row.values(), strict=False) if isinstance(v, str)}
+            if None in row:
+                raise LabelError(
+                    f"{path} line {reader.line_num} has more values than the header has columns. Put values that "
+                    'contain a comma in double quotes: "every 1,500 hours".'
+                )
+            values = {c: (v or "").strip() for c, v in zip(columns, row.values(), strict=True)}
             if any(values.values()):
                 rows.append((reader.line_num, values))
     if not rows:

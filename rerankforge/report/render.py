@@ -107,7 +107,7 @@ def verdict_of(data: dict[str, Any]) -> tuple[str | None, bool | None]:
     """The headline: labelled data when there is some (it is the user's own evidence), else synthetic."""
     for source in (data["labelled"], data["evaluation"]):
         if source:
-            return f"The reranker is {source['verdict']}", bool(source["better"])
+            return source["verdict"], bool(source["better"])
     return None, None
 
 
@@ -116,14 +116,14 @@ def markdown_summary(data: dict[str, Any], html: Path) -> str:
     lines = ["# rerankforge report", ""]
     if data["labelled"]:
         lab = data["labelled"]
-        lines += [f"**Labelled queries:** the reranker is {lab['verdict']}", ""]
+        lines += [f"**Your labelled queries.** The reranker is {lab['verdict']}", ""]
         lines += _markdown_table(lab["metrics"], lab["systems"], lab.get("p_values", {}), lab["main_metric"])
         if lab["data"]["notes"]:
             lines += ["", *(f"- {note}" for note in lab["data"]["notes"])]
         lines.append("")
     if data["evaluation"]:
         ev = data["evaluation"]
-        lines += [f"**Held-out synthetic queries:** the reranker is {ev['verdict']}", ""]
+        lines += [f"**Held-out synthetic queries.** The reranker is {ev['verdict']}", ""]
         labels = {
             "first_stage": "first stage (bi-encoder)",
             "reranked": "reranked (your model)",
