@@ -113,6 +113,7 @@ def _eval_labelled(
     from rerankforge.evaluation import LabelledEvalSpec, run_labelled_evaluation
     from rerankforge.report import write_report
 
+    overrides = {key: value for key, value in overrides.items() if value is not None}
     run_dir = path if _is_run_dir(path) else None
     if run_dir is not None:
         saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))

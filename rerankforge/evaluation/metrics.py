@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,11 @@ def score_runs(qrels: dict[str, dict[str, int]], runs: dict[str, Run], metrics: 
     means = {name: {m: float(data[name]["scores"][m]) for m in metrics} for name in names}
     per_query = {run.name: {m: {q: float(v) for q, v in run.scores[m].items()} for m in metrics} for run in ranx_runs}
     others = [n for n in names if n != baseline]
-    p_values = {n: {m: float(data[n]["comparisons"][baseline][m]) for m in metrics} for n in others}
+    # identical per-query scores make the t statistic 0/0: no evidence of a difference, p = 1
+    p_values = {n: {m: _p(data[n]["comparisons"][baseline][m]) for m in metrics} for n in others}
     win_tie_loss = {n: {m: dict(data[n]["win_tie_loss"][baseline][m]) for m in metrics} for n in others}
     return RunScores(means=means, per_query=per_query, p_values=p_values, win_tie_loss=win_tie_loss)
+
+
+def _p(value: float) -> float:
+    return 1.0 if math.isnan(float(value)) else float(value)
