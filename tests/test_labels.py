@@ -94,58 +94,44 @@ def test_beir_folder_missing_files_says_what_a_beir_folder_holds(tmp_path: Path)
         load_labels(tmp_path / "beir")
 
 
-def test_empty_csv_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("")
-    with pytest.raises(LabelError, match=r"labels.csv is empty. Write a header line"):
-        load_labels(tmp_path / "labels.csv", CORPUS)
+BAD_FILES = {
+    "empty csv": ("labels.csv", "", r"labels.csv is empty. Write a header line"),
+    "header only": ("labels.csv", "query,document,grade\n", r"has a header but no labels"),
+    "wrong columns": (
+        "labels.csv",
+        "question,answer\nbreaker,32 A\n",
+        r"expected the columns query, document .* found question, answer",
+    ),
+    "wrong jsonl keys": (
+        "labels.jsonl",
+        '{"query": "a", "document": "32 A"}\n{"q": "b"}\n',
+        r"labels.jsonl line 2: expected the columns query, document",
+    ),
+    "broken json": ("labels.jsonl", '{"query": "a", "document": "32 A"}\n{not json\n', r"line 2 is not valid JSON"),
+    "unquoted comma": (
+        "labels.csv",
+        "query,document,grade\nwheels,replace every 1,500 hours,3\n",
+        r"line 2 has more values than the header.*double quotes",
+    ),
+    "bad grade": ("labels.csv", "query,document,grade\nbreaker,dock#2,high\n", r"line 2: grade 'high' is not a number"),
+    "nothing matches": (
+        "labels.csv",
+        "query,document\nparking,Visitors park in bays 1 to 12.\n",
+        r"None of the 1 labels .* matched a document of the corpus \(4 documents\)",
+    ),
+    "unknown format": ("labels.xlsx", "x", r"unknown label format '.xlsx'"),
+}
 
 
-def test_csv_with_a_header_only_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("query,document,grade\n")
-    with pytest.raises(LabelError, match=r"has a header but no labels"):
-        load_labels(tmp_path / "labels.csv", CORPUS)
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_a_bad_label_file_says_what_is_wrong_and_where(tmp_path: Path, name: str) -> None:
+    filename, content, message = BAD_FILES[name]
+    (tmp_path / filename).write_text(content)
+    with pytest.raises(LabelError, match=message):
+        load_labels(tmp_path / filename, CORPUS)
 
 
-def test_wrong_columns_are_named_with_the_expected_ones(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("question,answer\nbreaker,32 A\n")
-    with pytest.raises(LabelError, match=r"expected the columns query, document .* found question, answer"):
-        load_labels(tmp_path / "labels.csv", CORPUS)
-
-
-def test_wrong_jsonl_keys_name_the_line(tmp_path: Path) -> None:
-    (tmp_path / "labels.jsonl").write_text(json.dumps({"query": "a", "document": "32 A"}) + '\n{"q": "b"}\n')
-    with pytest.raises(LabelError, match=r"labels.jsonl line 2: expected the columns query, document"):
-        load_labels(tmp_path / "labels.jsonl", CORPUS)
-
-
-def test_broken_json_names_the_line(tmp_path: Path) -> None:
-    (tmp_path / "labels.jsonl").write_text(json.dumps({"query": "a", "document": "32 A"}) + "\n{not json\n")
-    with pytest.raises(LabelError, match=r"labels.jsonl line 2 is not valid JSON"):
-        load_labels(tmp_path / "labels.jsonl", CORPUS)
-
-
-def test_an_unquoted_comma_is_explained(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("query,document,grade\nwheels,replace every 1,500 hours,3\n")
-    with pytest.raises(LabelError, match=r"line 2 has more values than the header.*double quotes"):
-        load_labels(tmp_path / "labels.csv", CORPUS)
-
-
-def test_a_bad_grade_names_the_line(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("query,document,grade\nbreaker,dock#2,high\n")
-    with pytest.raises(LabelError, match=r"labels.csv line 2: grade 'high' is not a number"):
-        load_labels(tmp_path / "labels.csv", CORPUS)
-
-
-def test_no_label_matching_the_corpus_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "labels.csv").write_text("query,document\nparking,Visitors park in bays 1 to 12.\n")
-    with pytest.raises(LabelError, match=r"None of the 1 labels .* matched a document of the corpus \(4 documents\)"):
-        load_labels(tmp_path / "labels.csv", CORPUS)
-
-
-def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
-    (tmp_path / "labels.xlsx").write_text("x")
-    with pytest.raises(LabelError, match=r"unknown label format '.xlsx'"):
-        load_labels(tmp_path / "labels.xlsx", CORPUS)
+def test_a_missing_label_file(tmp_path: Path) -> None:
     with pytest.raises(LabelError, match=r"does not exist"):
         load_labels(tmp_path / "nope.csv", CORPUS)
 
