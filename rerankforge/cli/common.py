@@ -76,9 +76,14 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
     if name == "grade":
         return f"{s.get('graded')} pairs graded; grades 0-3: {list(s.get('grade_histogram', {}).values())}"
     if name == "train":
+        held_out = (
+            f"; held-out {s['held_out_loss_first']} -> {s['held_out_loss_last']}"
+            if s.get("held_out_loss_first") is not None
+            else ""
+        )
         return (
             f"{s.get('loss')}, {s.get('groups')} groups, {s.get('steps')} steps, "
-            f"loss {s.get('loss_first')} -> {s.get('loss_last')}"
+            f"loss {s.get('loss_first')} -> {s.get('loss_last')}{held_out}"
         )
     if name == "evaluate":
         return f"{s.get('dev_queries')} held-out queries"

@@ -117,11 +117,8 @@ def collect(run_dir: Path) -> dict[str, Any]:
         raise InputError(f"{run_dir} is not a run folder (no config.json). Pass the folder a build wrote.")
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     labelled = _optional_json(run_dir / LABELLED_RESULT)
-    if labelled is not None:
-        main = labelled["main_metric"]
-        reranked = [q["reranked"] - q[labelled["first_stage"]] for q in labelled["per_query"]]
-        labelled["deltas"] = [round(d, 4) for d in reranked]
-        labelled["main_metric"] = main
+    if labelled is not None:  # per-query change of the main metric, reranked minus its first stage
+        labelled["deltas"] = [round(q["reranked"] - q[labelled["first_stage"]], 4) for q in labelled["per_query"]]
     return {
         "run_dir": str(run_dir),
         "docs": config.get("docs"),
