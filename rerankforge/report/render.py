@@ -194,6 +194,7 @@ def write_report(run_dir: Path, *, latency: bool = True) -> Report:
     template = Environment(autoescape=select_autoescape(default=True)).from_string(template_text)
     html = run_dir / REPORT_HTML
     atomic_write_text(html, template.render(data=data, figures=figures, verdict=verdict, better=better))
+    html.chmod(0o644)  # a page to open and share (atomic writes create files readable by their owner only)
     markdown = markdown_summary(data, html)
     markdown_path = run_dir / REPORT_MD
     atomic_write_text(markdown_path, markdown)
