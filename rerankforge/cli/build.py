@@ -18,6 +18,7 @@ from rerankforge.cli.common import (
     summary_table,
 )
 from rerankforge.config import BuildConfig, load_config
+from rerankforge.errors import MissingDependencyError
 from rerankforge.pipeline import STAGE_NAMES
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see examples/).")]
@@ -133,10 +134,14 @@ def build(
     exported = any(s.name == "export" for s in result.stages)
     if exported and cfg.evaluate.eval_data:
         _evaluate_on_labels(cfg, result.run_dir)
-    report = write_report(result.run_dir, latency=exported)
-    print_report(report)
-    if report.verdict is not None:
-        print_verdict(report.verdict, bool(report.better))
+    try:
+        report = write_report(result.run_dir, latency=exported)
+    except MissingDependencyError as exc:  # the build itself succeeded: say what the report needs, keep going
+        console.print(f"[yellow]No report written:[/] {exc}")
+    else:
+        print_report(report)
+        if report.verdict is not None:
+            print_verdict(report.verdict, bool(report.better))
     if exported:
         console.print(f"Model: [bold]{result.model_dir}[/] (ONNX in {result.model_dir / 'onnx'})")
         console.print(f"Serve it: rerankforge serve {result.model_dir}")
