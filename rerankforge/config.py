@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -168,10 +168,39 @@ class TrainConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Held-out evaluation: first stage alone vs reranked."""
+    """Held-out evaluation (first stage alone vs reranked) and the evaluation on your own labelled queries."""
+
+    # Settings of the labelled evaluation after the build: they do not change the evaluate stage's artifacts,
+    # so they stay out of its cache key (a new eval file must not retrain or re-export anything).
+    NOT_IN_STAGE_KEY: ClassVar[set[str]] = {
+        "eval_data", "eval_corpus", "first_stage", "rerank_top_k", "max_queries", "match_threshold", "p_value",
+    }  # fmt: skip
 
     k: int = 10
     min_gain: float = Field(0.0, description="The reranker must beat the first stage's nDCG@k by more than this.")
+    eval_data: str | None = Field(
+        None,
+        description="Your labelled queries, evaluated at the end of a build: a BEIR folder, or a CSV/JSONL file "
+        "with columns query, document (an id or the relevant text) and optional grade.",
+    )
+    eval_corpus: str | None = Field(
+        None,
+        description="Documents that CSV/JSONL labels point into (a BEIR corpus.jsonl or folder). "
+        "Default: the build's chunks.",
+    )
+    first_stage: Literal["dense", "bm25"] = Field(
+        "dense", description="Which first stage the reranker reranks on labelled data (both are reported)."
+    )
+    rerank_top_k: int = Field(50, gt=0, description="First-stage candidates the reranker reorders per query.")
+    max_queries: int | None = Field(
+        500, gt=0, description="Evaluate a seeded sample of at most this many labelled queries; None: all."
+    )
+    match_threshold: float = Field(
+        90.0, ge=0, le=100, description="Fuzzy match score (0-100) a label's text needs to count as a document."
+    )
+    p_value: float = Field(
+        0.05, gt=0, lt=1, description="A gain on labelled data counts only when the paired t-test's p is below this."
+    )
 
 
 class ExportConfig(Section):
@@ -244,6 +273,10 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
     queries = data.get("queries", {})
     if isinstance(queries.get("examples_file"), str) and not Path(queries["examples_file"]).is_absolute():
         queries["examples_file"] = str((base / queries["examples_file"]).resolve())
+    evaluate = data.get("evaluate", {})
+    for key in ("eval_data", "eval_corpus"):
+        if isinstance(evaluate.get(key), str) and not Path(evaluate[key]).is_absolute():
+            evaluate[key] = str((base / evaluate[key]).resolve())
     for section in ("queries", "grade"):
         template = data.get(section, {}).get("template")
         if isinstance(template, str) and (base / template).is_file():  # else: a shipped template's name

@@ -27,6 +27,8 @@ from rerankforge.errors import InputError, RerankforgeError, StageError
 
 logger = logging.getLogger(__name__)
 
+BUILD_RECORD = "build.json"  # one record per build run: stage statuses, times, LLM stats (read by the report)
+
 # (stage, done, total, note): the CLI turns these into rich progress bars; total 0 = unknown.
 ProgressCallback = Callable[[str, int, int, str], None]
 
@@ -117,6 +119,14 @@ class BuildResult:
     def model_dir(self) -> Path:
         return self.run_dir / "model"
 
+    def record(self) -> dict[str, Any]:
+        """What the report needs from this build run: each stage's status and time, and the LLM's calls."""
+        return {
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 2)} for s in self.stages],
+            "llm_stats": self.llm_stats,
+        }
+
 
 def _stages() -> list[Stage]:
     from rerankforge.stages import evaluate, export, grade, mine, parse, queries, train
@@ -135,11 +145,16 @@ def _stages() -> list[Stage]:
 STAGE_NAMES = ("parse", "queries", "mine", "grade", "train", "evaluate", "export")
 
 
+def _section_for_key(section: Any) -> dict[str, Any]:
+    """A config section as it enters a stage key: without settings the stage does not read."""
+    return section.model_dump(mode="json", exclude=getattr(section, "NOT_IN_STAGE_KEY", None) or None)
+
+
 def stage_key(stage: Stage, cfg: BuildConfig, upstream_keys: dict[str, str]) -> str:
     material = {
         "stage": stage.name,
         "version": stage.version,
-        "config": {s: getattr(cfg, s).model_dump(mode="json") for s in stage.config_sections},
+        "config": {s: _section_for_key(getattr(cfg, s)) for s in stage.config_sections},
         "upstream": {d: upstream_keys[d] for d in stage.depends},
         "extra": stage.extra_key(cfg),
     }
@@ -224,6 +239,11 @@ def build(
         raise InputError(f"Documents folder {docs} does not exist. Pass the folder that holds your files.")
     if not docs.is_dir():
         raise InputError(f"{docs} is a file, not a folder. Pass the folder that holds your documents.")
+    eval_data = config.evaluate.eval_data
+    if eval_data is not None and not Path(eval_data).exists():
+        raise InputError(
+            f"evaluate.eval_data {eval_data} does not exist. Pass a BEIR folder or a CSV/JSONL label file."
+        )
     if until is not None and until not in STAGE_NAMES:
         raise InputError(f"Unknown stage '{until}'. Choose one of: {', '.join(STAGE_NAMES)}.")
     run_dir = config.resolved_run_dir()
@@ -257,4 +277,17 @@ def build(
                     break
         finally:
             ctx.close()
-    return BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=ctx.llm_stats)
+        result = BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=ctx.llm_stats)
+        _append_build_record(run_dir, result.record())
+    return result
+
+
+def _append_build_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Keep one record per build run (a resumed build's LLM calls are spread over several)."""
+    path = run_dir / BUILD_RECORD
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.is_file() else []
+    except (json.JSONDecodeError, AttributeError):
+        logger.warning("%s is damaged; starting a new build record", path)
+        runs = []
+    write_json(path, {"runs": [*runs, record]})

@@ -117,3 +117,27 @@ def onnx_model_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -
     ]
     export_model(path, max_length=128, calibration_pairs=calibration)
     return path
+
+
+def fake_build_config(docs: Path, run_dir: Path, **overrides: object):
+    """A small, quick build config for pipeline tests with the FakeLLM."""
+    from rerankforge import load_config
+
+    base = {
+        "queries": {"max_queries": 12},
+        "mine": {"top_k": 4},
+        "train": {"epochs": 2, "max_length": 128, "batch_size": 4},
+    }
+    return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def fake_build(tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
+    """One whole build of the example documents with the FakeLLM (real parsing, Qdrant, training, ONNX)."""
+    from rerankforge import build
+    from tests.fake_llm import FakeLLM
+
+    run_dir = tmp_path_factory.mktemp("run")
+    llm = FakeLLM()
+    result = build(fake_build_config(example_docs, run_dir), llm=llm)
+    return result, llm, run_dir

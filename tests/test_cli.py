@@ -19,7 +19,7 @@ runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("command", ["build", "eval", "export", "serve"])
+@pytest.mark.parametrize("command", ["build", "eval", "report", "export", "serve"])
 def test_every_command_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0

@@ -52,3 +52,22 @@ def test_grade_thresholds_must_not_overlap() -> None:
 def test_default_run_dir_sits_beside_the_docs(tmp_path: Path) -> None:
     cfg = BuildConfig(docs=tmp_path / "docs")
     assert cfg.resolved_run_dir() == tmp_path / "docs-rerankforge-run"
+
+
+def test_labelled_evaluation_settings_do_not_change_the_evaluate_stage_key(tmp_path) -> None:
+    from rerankforge.pipeline import Stage, StageResult, stage_key
+
+    stage = Stage("evaluate", "1", lambda ctx: StageResult(files=[]), ("evaluate",), ())
+    base = load_config(None, docs=str(tmp_path))
+    labelled = load_config(None, docs=str(tmp_path), evaluate={"eval_data": "labels.csv", "rerank_top_k": 20})
+    cut_off = load_config(None, docs=str(tmp_path), evaluate={"k": 5})
+    # a new label file must not retrain or re-export anything; a new cut-off must re-evaluate
+    assert stage_key(stage, base, {}) == stage_key(stage, labelled, {})
+    assert stage_key(stage, base, {}) != stage_key(stage, cut_off, {})
+
+
+def test_eval_data_in_a_config_file_is_relative_to_the_file(tmp_path) -> None:
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "build.toml").write_text('docs = "docs"\n[evaluate]\neval_data = "labels.csv"\n')
+    cfg = load_config(tmp_path / "cfg" / "build.toml")
+    assert cfg.evaluate.eval_data == str((tmp_path / "cfg" / "labels.csv").resolve())

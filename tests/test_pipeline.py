@@ -12,26 +12,19 @@ from rerankforge import build, load_config
 from rerankforge.artifacts import Chunk, Query, read_jsonl
 from rerankforge.errors import InputError, RerankforgeError
 from rerankforge.pipeline import run_lock
+from tests.conftest import fake_build_config
 from tests.fake_llm import FakeLLM
 
 pytestmark = pytest.mark.slow
 
 
-def _config(docs: Path, run_dir: Path, **overrides: object):
-    base = {
-        "queries": {"max_queries": 12},
-        "mine": {"top_k": 4},
-        "train": {"epochs": 2, "max_length": 128, "batch_size": 4},
-    }
-    return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})
+_config = fake_build_config
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
-    run_dir = tmp_path_factory.mktemp("run")
-    llm = FakeLLM()
-    result = build(_config(example_docs, run_dir), llm=llm)
-    return result, llm, run_dir
+@pytest.fixture
+def built(fake_build):
+    """The session's FakeLLM build of the example documents (tests/conftest.py)."""
+    return fake_build
 
 
 def test_every_stage_runs_and_writes_its_manifest(built) -> None:

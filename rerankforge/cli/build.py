@@ -10,8 +10,16 @@ import typer
 from rich.panel import Panel
 from rich.prompt import Confirm, IntPrompt, Prompt
 
-from rerankforge.cli.common import StageProgress, console, metrics_table, parse_table, summary_table
+from rerankforge.cli.common import (
+    StageProgress,
+    console,
+    parse_table,
+    print_report,
+    print_verdict,
+    summary_table,
+)
 from rerankforge.config import BuildConfig, load_config
+from rerankforge.errors import MissingDependencyError
 from rerankforge.pipeline import STAGE_NAMES
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (see examples/).")]
@@ -100,18 +108,24 @@ def build(
         list[str] | None, typer.Option(help="Leave out files matching this pattern (repeatable).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Parser processes (default: one per CPU core).")] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(help="Your labelled queries (BEIR folder, CSV or JSONL), evaluated after the build."),
+    ] = None,
     until: Annotated[str | None, typer.Option(help=f"Stop after this stage ({', '.join(STAGE_NAMES)}).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Never prompt (CI, Docker).")] = False,
 ) -> None:
     """Build a reranker from DOCS: parse, queries, mine, grade, train, evaluate, export."""
     from rerankforge.pipeline import build as run_build
+    from rerankforge.report import write_report
 
     options = {
         "llm__provider": llm_provider, "llm__model": llm_model, "llm__host": llm_host,
         "queries__max_queries": max_queries, "mine__top_k": top_k, "mine__bi_encoder": bi_encoder,
         "mine__qdrant_url": qdrant_url, "train__loss": loss, "train__backbone": backbone, "train__epochs": epochs,
         "parse__include": include or None, "parse__exclude": exclude or None, "parse__workers": workers,
+        "evaluate__eval_data": str(eval_data.resolve()) if eval_data else None,
     }  # fmt: skip
     cfg = load_config(config, docs=str(docs), run_dir=str(run_dir) if run_dir else None, **_overrides(**options))
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not yes
@@ -129,11 +143,31 @@ def build(
             f"LLM: {s['calls']} calls ({s['cache_hits']} answered from cache), {s['prompt_tokens']} prompt + "
             f"{s['output_tokens']} output tokens, {s['invalid_outputs']} invalid outputs, {s['failed']} failed"
         )
-    evaluated = next((s for s in result.stages if s.name == "evaluate"), None)
-    if evaluated is not None:
-        console.print(metrics_table(evaluated.summary))
-        style = "bold green" if evaluated.summary["better"] else "bold white on red"
-        console.print(f"[{style}]The reranker is {evaluated.summary['verdict']}[/]")
-    if any(s.name == "export" for s in result.stages):
+    exported = any(s.name == "export" for s in result.stages)
+    if exported and cfg.evaluate.eval_data:
+        _evaluate_on_labels(cfg, result.run_dir)
+    try:
+        report = write_report(result.run_dir, latency=exported)
+    except MissingDependencyError as exc:  # the build itself succeeded: say what the report needs, keep going
+        console.print(f"[yellow]No report written:[/] {exc}")
+    else:
+        print_report(report)
+        if report.verdict is not None:
+            print_verdict(report.verdict, bool(report.better))
+    if exported:
         console.print(f"Model: [bold]{result.model_dir}[/] (ONNX in {result.model_dir / 'onnx'})")
         console.print(f"Serve it: rerankforge serve {result.model_dir}")
+
+
+def _evaluate_on_labels(cfg: BuildConfig, run_dir: Path) -> None:
+    """The served model (ONNX, int8 when the export recommended it) on the user's labelled queries."""
+    from rerankforge.evaluation import LabelledEvalSpec, run_labelled_evaluation
+
+    corpus = cfg.evaluate.eval_corpus
+    spec = LabelledEvalSpec(
+        data=Path(cfg.evaluate.eval_data or ""), model=str(run_dir / "model"), evaluate=cfg.evaluate,
+        bi_encoder=cfg.mine.bi_encoder, run_dir=run_dir, corpus=Path(corpus) if corpus else None, onnx=True,
+        max_length=cfg.train.max_length, seed=cfg.train.seed,
+    )  # fmt: skip
+    with StageProgress() as progress:
+        run_labelled_evaluation(spec, progress=lambda done, total, note: progress("eval", done, total, note))

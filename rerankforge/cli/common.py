@@ -76,9 +76,14 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
     if name == "grade":
         return f"{s.get('graded')} pairs graded; grades 0-3: {list(s.get('grade_histogram', {}).values())}"
     if name == "train":
+        held_out = (
+            f"; held-out {s['held_out_loss_first']} -> {s['held_out_loss_last']}"
+            if s.get("held_out_loss_first") is not None
+            else ""
+        )
         return (
             f"{s.get('loss')}, {s.get('groups')} groups, {s.get('steps')} steps, "
-            f"loss {s.get('loss_first')} -> {s.get('loss_last')}"
+            f"loss {s.get('loss_first')} -> {s.get('loss_last')}{held_out}"
         )
     if name == "evaluate":
         return f"{s.get('dev_queries')} held-out queries"
@@ -144,3 +149,37 @@ def metrics_table(summary: dict[str, Any]) -> Table:
     for system, label in rows:
         table.add_row(label, *(f"{summary[system][m]:.4f}" for m in metric_names))
     return table
+
+
+def labelled_table(result: dict[str, Any]) -> Table:
+    """Every system's metrics on the user's labelled queries, with the paired t-test against the first stage."""
+    main = result["main_metric"]
+    table = Table(title=f"your labelled queries ({result['data']['queries_evaluated']} queries)")
+    table.add_column("system")
+    metric_names = list(next(iter(result["metrics"].values())))
+    for name in metric_names:
+        table.add_column(name, justify="right")
+    table.add_column(f"p ({main})", justify="right")
+    table.add_column("W / T / L", justify="right")
+    for system, values in result["metrics"].items():
+        p_value = result["p_values"].get(system, {}).get(main)
+        wtl = result["win_tie_loss"].get(system, {}).get(main)
+        table.add_row(
+            result["systems"].get(system, system),
+            *(f"{values[m]:.4f}" for m in metric_names),
+            "baseline" if p_value is None else f"{p_value:.3g}",
+            "" if wtl is None else f"{wtl['W']} / {wtl['T']} / {wtl['L']}",
+        )
+    return table
+
+
+def print_verdict(verdict: str, better: bool) -> None:
+    style = "bold green" if better else "bold white on red"
+    console.print(f"[{style}]The reranker is {verdict}[/]")
+
+
+def print_report(report: Any) -> None:
+    """The report's markdown summary, then where the full report is."""
+    from rich.markdown import Markdown
+
+    console.print(Markdown(report.markdown))

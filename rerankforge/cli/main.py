@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.command("build")(build_cmd.build)
 app.command("eval")(tools.eval_command)
+app.command("report")(tools.report_command)
 app.command("export")(tools.export_command)
 app.command("serve")(tools.serve_command)
 

@@ -1,30 +1,78 @@
-"""``rerankforge eval``, ``export`` and ``serve``."""
+"""``rerankforge eval``, ``report``, ``export`` and ``serve``."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from rerankforge.cli.common import console, metrics_table
+from rerankforge.cli.common import (
+    StageProgress,
+    console,
+    labelled_table,
+    metrics_table,
+    print_report,
+    print_verdict,
+)
 from rerankforge.errors import InputError
 
 
+def _is_run_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "parse").is_dir()
+
+
 def eval_command(
-    run_dir: Annotated[Path, typer.Argument(help="The run folder of a finished build.")],
+    path: Annotated[
+        Path, typer.Argument(help="A run folder of a finished build, or (with --data) a model folder or HF id.")
+    ],
     model: Annotated[Path | None, typer.Option(help="Model folder (default: RUN_DIR/model).")] = None,
     onnx: Annotated[bool, typer.Option(help="Score with the exported ONNX model instead of torch.")] = False,
     int8: Annotated[bool, typer.Option(help="With --onnx: the int8 model.")] = False,
-    k: Annotated[int, typer.Option(help="Cut-off of nDCG and MRR.")] = 10,
+    k: Annotated[int | None, typer.Option(help="Cut-off of nDCG and MRR (default: evaluate.k).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Your labelled queries: a BEIR folder, or a CSV/JSONL file (query, document[, grade])."),
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="With --data: a BEIR corpus.jsonl the labels point into (default: the run's chunks)."),
+    ] = None,
+    compare: Annotated[
+        list[str] | None, typer.Option(help="With --data: another reranker to compare (folder or HF id); repeatable.")
+    ] = None,
+    first_stage: Annotated[
+        str | None, typer.Option(help="With --data: dense or bm25, the candidates reranked.")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option(help="With --data: first-stage candidates reranked per query.")] = None,
+    max_queries: Annotated[int | None, typer.Option(help="With --data: evaluate a seeded sample of this many.")] = None,
+    bi_encoder: Annotated[str | None, typer.Option(help="With --data: the dense first stage's model.")] = None,
 ) -> None:
-    """Compare a reranker with the first stage on a build's held-out synthetic queries."""
+    """Compare a reranker with the first stage: on a build's held-out synthetic queries, or on your labelled queries."""
+    if data is not None:
+        _eval_labelled(
+            path,
+            model=model,
+            onnx=onnx,
+            int8=int8,
+            data=data,
+            corpus=corpus,
+            compare=compare or [],
+            overrides={"k": k, "first_stage": first_stage, "rerank_top_k": top_k, "max_queries": max_queries},
+            bi_encoder=bi_encoder,
+        )
+        return
     from rerankforge.artifacts import read_json
     from rerankforge.stages.evaluate import compare_on_dev
 
+    run_dir = path
     if not (run_dir / "train" / "split.json").is_file():
-        raise InputError(f"{run_dir} is not the run folder of a finished build (no train/split.json).")
+        raise InputError(
+            f"{run_dir} is not the run folder of a finished build (no train/split.json). To evaluate a model "
+            "folder on your own labelled queries, pass --data."
+        )
     cfg = read_json(run_dir / "config.json")
     model_dir = model or run_dir / "model"
     if onnx:
@@ -43,9 +91,69 @@ def eval_command(
     from rerankforge.serve.runtime import read_metadata
 
     alpha = read_metadata(model_dir).get("fusion_alpha")  # the build's weight; None: choose one here
-    result = compare_on_dev(run_dir, scorer, k=k, relevant_min=cfg["grade"]["positive_min_grade"], alpha=alpha)
+    cutoff = k or cfg["evaluate"]["k"]
+    result = compare_on_dev(run_dir, scorer, k=cutoff, relevant_min=cfg["grade"]["positive_min_grade"], alpha=alpha)
     console.print(metrics_table({**result["metrics"], "fusion": result["fusion"]}))
     console.print(f"The reranker is {result['verdict']}")
+
+
+def _eval_labelled(
+    path: Path,
+    *,
+    model: Path | None,
+    onnx: bool,
+    int8: bool,
+    data: Path,
+    corpus: Path | None,
+    compare: list[str],
+    overrides: dict[str, Any],
+    bi_encoder: str | None,
+) -> None:
+    from rerankforge.config import BuildConfig, load_config
+    from rerankforge.evaluation import LabelledEvalSpec, run_labelled_evaluation
+    from rerankforge.report import write_report
+
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    run_dir = path if _is_run_dir(path) else None
+    if run_dir is not None:
+        saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        cfg: BuildConfig = load_config(None, **{**saved, "evaluate": {**saved.get("evaluate", {}), **overrides}})
+        model_name = str(model or run_dir / "model")
+    else:
+        cfg = load_config(None, docs=".", evaluate=overrides)
+        model_name = str(model or path)
+    spec = LabelledEvalSpec(
+        data=data,
+        model=model_name,
+        evaluate=cfg.evaluate,
+        bi_encoder=bi_encoder or cfg.mine.bi_encoder,
+        run_dir=run_dir,
+        corpus=corpus,
+        compare=compare,
+        onnx=True if onnx else None,
+        int8=int8 if onnx else None,
+        max_length=cfg.train.max_length,
+        seed=cfg.train.seed,
+    )
+    with StageProgress() as progress:
+        result = run_labelled_evaluation(spec, progress=lambda done, total, note: progress("eval", done, total, note))
+    console.print(labelled_table(result))
+    for note in result["data"]["notes"]:
+        console.print(f"[yellow]note:[/] {note}")
+    print_verdict(result["verdict"], result["better"])
+    if run_dir is not None:
+        console.print(f"Saved to {run_dir / 'eval' / 'labelled.json'}")
+        print_report(write_report(run_dir))
+
+
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="The run folder of a build (finished or not).")],
+    latency: Annotated[bool, typer.Option(help="Measure the exported model's latency on this machine.")] = True,
+) -> None:
+    """Write RUN_DIR/report.html (tables, plots, data card, verdict) and print its summary."""
+    from rerankforge.report import write_report
+
+    print_report(write_report(run_dir, latency=latency))
 
 
 def export_command(

@@ -35,7 +35,7 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _embed(encode: Any, texts: list[str], batch_size: int) -> np.ndarray:
+def embed(encode: Any, texts: list[str], batch_size: int) -> np.ndarray:
     vectors = encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
@@ -49,8 +49,8 @@ def run(ctx: StageContext) -> StageResult:
     model = load_bi_encoder(cfg.bi_encoder)
     ctx.progress(0, 2, "embedding chunks")
     # encode_document / encode_query apply the model's own prompts, which asymmetric bi-encoders need
-    chunk_vectors = _embed(model.encode_document, [c.text for c in chunks], cfg.batch_size)
-    query_vectors = _embed(model.encode_query, [q.text for q in queries], cfg.batch_size)
+    chunk_vectors = embed(model.encode_document, [c.text for c in chunks], cfg.batch_size)
+    query_vectors = embed(model.encode_query, [q.text for q in queries], cfg.batch_size)
     ctx.progress(1, 2, "searching Qdrant")
     index = QdrantIndex(
         path=None if cfg.qdrant_url else ctx.out / "qdrant", url=cfg.qdrant_url, collection=cfg.collection

@@ -5,6 +5,7 @@ A seeded slice of the synthetic queries is held out (``train/split.json``) for t
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 from typing import Any
@@ -16,7 +17,8 @@ from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages.grade import group_by_query
 
-VERSION = "1"
+VERSION = "2"  # 2: the held-out loss is logged in train/loss_history.json
+EVAL_POINTS = 10  # held-out loss evaluations per training run
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
@@ -112,16 +114,21 @@ def run(ctx: StageContext) -> StageResult:
         )
     train_ids, dev_ids = split_queries(relevant, cfg.dev_fraction, cfg.seed)
     write_json(ctx.out / "split.json", {"train": train_ids, "dev": dev_ids})
-    train_set = set(train_ids)
-    rows = build_groups(
-        [q for q in queries if q.id in train_set],
-        chunks,
-        judgments,
-        group_size=cfg.group_size,
-        positive_min_grade=grade_cfg.positive_min_grade,
-        max_other_grade=_other_grade_limit(cfg.loss, grade_cfg),
-        seed=cfg.seed,
-    )
+
+    def groups(ids: list[str]) -> list[dict[str, Any]]:
+        wanted = set(ids)
+        return build_groups(
+            [q for q in queries if q.id in wanted],
+            chunks,
+            judgments,
+            group_size=cfg.group_size,
+            positive_min_grade=grade_cfg.positive_min_grade,
+            max_other_grade=_other_grade_limit(cfg.loss, grade_cfg),
+            seed=cfg.seed,
+        )
+
+    rows = groups(train_ids)
+    dev_rows = groups(dev_ids)  # the held-out loss curve in the report; training never sees these
     if not rows:
         raise StageError(
             "No training query has both a positive and a negative passage. Raise mine.top_k so the first "
@@ -131,6 +138,8 @@ def run(ctx: StageContext) -> StageResult:
     model = load_cross_encoder(cfg.backbone, cfg.max_length)
     loss = LOSSES[cfg.loss](model, temperature=cfg.temperature)
     device = _device()
+    steps = math.ceil(len(rows) / cfg.batch_size) * cfg.epochs
+    eval_every = max(1, round(steps / EVAL_POINTS))
     args = CrossEncoderTrainingArguments(
         output_dir=str(ctx.out / "checkpoints"),
         num_train_epochs=cfg.epochs,
@@ -140,6 +149,8 @@ def run(ctx: StageContext) -> StageResult:
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=1,
+        eval_strategy="steps" if dev_rows else "no",
+        eval_steps=eval_every,
         save_strategy="no",
         report_to="none",
         use_cpu=device == "cpu",
@@ -150,19 +161,28 @@ def run(ctx: StageContext) -> StageResult:
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
         loss=loss,
         callbacks=[_progress_callback(ctx)],
     )
     trainer.remove_callback(PrinterCallback)  # library code prints nothing: progress goes through ctx
     trainer.train()
-    history = [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e and "step" in e]
+    history = [
+        {"step": e["step"], key: e[key]}
+        for e in trainer.state.log_history
+        if "step" in e
+        for key in ("loss", "eval_loss")
+        if key in e
+    ]
     model_dir = ctx.run_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)  # stale ONNX files must not outlive the weights they came from
     model.save_pretrained(str(model_dir))
     shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
     write_json(ctx.out / "loss_history.json", history)
-    first = sum(h["loss"] for h in history[:3]) / max(len(history[:3]), 1)
-    last = sum(h["loss"] for h in history[-3:]) / max(len(history[-3:]), 1)
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    first = sum(train_losses[:3]) / max(len(train_losses[:3]), 1)
+    last = sum(train_losses[-3:]) / max(len(train_losses[-3:]), 1)
+    eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
     summary = {
         "loss": cfg.loss,
         "backbone": cfg.backbone,
@@ -173,6 +193,8 @@ def run(ctx: StageContext) -> StageResult:
         "steps": trainer.state.global_step,
         "loss_first": round(first, 4),
         "loss_last": round(last, 4),
+        "held_out_loss_first": round(eval_losses[0], 4) if eval_losses else None,
+        "held_out_loss_last": round(eval_losses[-1], 4) if eval_losses else None,
         "device": device,
     }
     files = [str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file()]

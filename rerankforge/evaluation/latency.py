@@ -1,0 +1,40 @@
+"""Latency of an exported model: milliseconds to score one query against n documents, fp32 and int8."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+LATENCY_SIZES = (1, 10, 50)
+
+
+def measure_latency(
+    model_dir: Path, query: str, documents: list[str], sizes: tuple[int, ...] = LATENCY_SIZES, repeats: int = 3
+) -> dict[str, Any]:
+    """Median wall time of ``Reranker.logits(query, n documents)`` for each n, per ONNX file present.
+
+    Documents are cycled to reach n. A warm-up call comes first, so session start-up is not counted.
+    """
+    from rerankforge.serve.runtime import Reranker
+
+    if not documents:
+        raise ValueError("measure_latency needs at least one document")
+    result: dict[str, Any] = {"sizes": list(sizes), "repeats": repeats, "ms": {}}
+    for label, quantized, file in (("fp32", False, "model.onnx"), ("int8", True, "model_qint8.onnx")):
+        if not (model_dir / "onnx" / file).is_file():
+            continue
+        reranker = Reranker(model_dir, quantized=quantized)
+        reranker.logits(query, documents[:1])
+        timings = []
+        for n in sizes:
+            batch = [documents[i % len(documents)] for i in range(n)]
+            runs = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                reranker.logits(query, batch)
+                runs.append((time.perf_counter() - started) * 1000)
+            timings.append(round(statistics.median(runs), 2))
+        result["ms"][label] = timings
+    return result
