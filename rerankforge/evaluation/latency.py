@@ -1,4 +1,4 @@
-"""Latency of an exported model: milliseconds to score one query against n documents, fp32 and int8."""
+"""Latency of an exported model: milliseconds to score one query against n documents, per ONNX variant."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ def measure_latency(
 
     Documents are cycled to reach n. A warm-up call comes first, so session start-up is not counted.
     """
-    from rerankforge.serve.runtime import Reranker
+    from rerankforge.serve.runtime import ONNX_VARIANTS, Reranker
 
     if not documents:
         raise ValueError("measure_latency needs at least one document")
     result: dict[str, Any] = {"sizes": list(sizes), "repeats": repeats, "ms": {}}
-    for label, quantized, file in (("fp32", False, "model.onnx"), ("int8", True, "model_qint8.onnx")):
+    for label, file in ONNX_VARIANTS.items():
         if not (model_dir / "onnx" / file).is_file():
             continue
-        reranker = Reranker(model_dir, quantized=quantized)
+        reranker = Reranker(model_dir, variant=label)
         reranker.logits(query, documents[:1])
         timings = []
         for n in sizes:

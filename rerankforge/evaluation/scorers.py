@@ -17,7 +17,7 @@ class Scorer:
 
     name: str
     score: ScoreFn
-    kind: str  # "onnx fp32", "onnx int8" or "torch"
+    kind: str  # "onnx fp32", "onnx int8", "onnx int8_static" or "torch"
     fusion_alpha: float | None = None
 
 
@@ -51,7 +51,7 @@ def load_scorer(
         from rerankforge.serve.runtime import Reranker
 
         reranker = Reranker(folder, quantized=int8)
-        kind = "onnx int8" if reranker.onnx_path.name == "model_qint8.onnx" else "onnx fp32"
+        kind = f"onnx {reranker.variant}"
         return Scorer(name=str(model), score=reranker.logits, kind=kind, fusion_alpha=alpha)
     if is_folder and not (folder / "config.json").is_file():
         raise InputError(
