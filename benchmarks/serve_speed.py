@@ -299,7 +299,7 @@ def main() -> None:
     systems["torch_fp32"] = {"latencies": time_system(torch_predict, timing), "scores": None}
     for variant, file in ONNX_VARIANTS.items():
         if (model_dir / "onnx" / file).is_file():
-            reranker = Reranker(model_dir, variant=variant, batch_size=BATCH)
+            reranker = Reranker(model_dir, variant=variant)  # its own default batch size
 
             def score(pairs: list[tuple[str, str]], reranker: Reranker = reranker) -> list[float]:
                 return list(reranker.score_pairs(pairs).logits)
@@ -311,7 +311,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:  # onnxruntime's offline transformer fusions, for comparison
         optimized = graph_optimized_copy(model_dir, Path(tmp))
         for variant in ("fp32", "int8"):
-            reranker = Reranker(optimized, variant=variant, batch_size=BATCH)
+            reranker = Reranker(optimized, variant=variant)
 
             def score(pairs: list[tuple[str, str]], reranker: Reranker = reranker) -> list[float]:
                 return list(reranker.score_pairs(pairs).logits)
@@ -346,7 +346,10 @@ def main() -> None:
     systems["torch_fp32"]["scores"] = torch_quality
     n_pairs = sum(len(p) for p in timing)
     base = n_pairs / sum(systems["torch_fp32"]["latencies"])
-    print(f"\npairs: {n_pairs} timed, mean {mean_tokens:.0f} tokens per pair (max_length {MAX_LENGTH}), batch {BATCH}")
+    print(
+        f"\npairs: {n_pairs} timed, mean {mean_tokens:.0f} tokens per pair (max_length {MAX_LENGTH}); batch size "
+        f"{BATCH} for torch and sentence-transformers (their default), {Reranker(model_dir).batch_size} for rerankforge"
+    )
     print(f"nDCG@10 on {len(quality)} MedQuAD questions, top-{args.rerank_depth} dense candidates reranked")
     print(f"{'system':28s} {'pairs/s':>8s} {'x torch':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'nDCG@10':>8s}")
     print(f"{'dense first stage':28s} {'':>8s} {'':>8s} {'':>8s} {'':>8s} {first_stage:8.4f}")

@@ -223,7 +223,9 @@ class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps the server on this machine.")
     port: int = Field(8000, ge=0, le=65535)
     threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (default: usable cores).")
-    batch_size: int = Field(32, ge=1, description="Pairs per forward pass (pairs are sorted by length first).")
+    batch_size: int = Field(
+        8, ge=1, description="Pairs per forward pass (sorted by length first; small batches pad least)."
+    )
     max_wait_ms: float = Field(2.0, ge=0, description="How long a request waits for others to share its batch.")
     max_batch_pairs: int = Field(256, ge=1, description="A micro-batch stops taking requests at this many pairs.")
     long_documents: Literal["truncate", "window"] = Field(

@@ -85,7 +85,7 @@ class Reranker:
         variant: str | None = None,
         quantized: bool | None = None,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = 8,
         long_documents: LongDocuments = "truncate",
     ) -> None:
         try:
