@@ -151,16 +151,13 @@ class _ServerMetrics:
         return generate_latest(self.registry)
 
 
-def _json_response(send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any]) -> Awaitable[None]:
-    async def respond() -> None:
-        payload = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
-
-    return respond()
+async def _json_response(send: Callable[[Any], Awaitable[None]], status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class GuardMiddleware:
