@@ -155,15 +155,29 @@ class TrainConfig(Section):
     """Cross-encoder fine-tuning."""
 
     backbone: str = Field(DEFAULT_MINILM, description="Hugging Face id or local path of the cross-encoder to tune.")
-    loss: Literal["lce", "wasserstein"] = "lce"
+    loss: Literal["lce", "wasserstein", "bce", "listnet", "lambda"] = Field(
+        "lce", description="lce, wasserstein (SyCL), bce (graded, BiXSE), listnet or lambda (sentence-transformers)."
+    )
     group_size: int = Field(4, ge=2, description="Documents per query group: 1 positive + group_size-1 others.")
     epochs: float = 4.0
-    batch_size: int = Field(4, gt=0, description="Query groups per step.")
+    batch_size: int = Field(4, gt=0, description="Query groups per step (per device).")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Steps whose gradients add up before an update: a larger effective batch in less memory."
+    )
     learning_rate: float = 3e-5
     warmup_ratio: float = 0.1
-    max_length: int = 256
-    temperature: float = Field(1.0, gt=0, description="LCE / Wasserstein score temperature.")
+    max_length: int = Field(
+        256, description="Token cap per (query, passage) pair; training uses the data's own longest pair if shorter."
+    )
+    temperature: float = Field(1.0, gt=0, description="LCE / Wasserstein / graded-BCE score temperature.")
     dev_fraction: float = Field(0.25, gt=0, lt=1, description="Share of synthetic queries held out for evaluation.")
+    eval_points: int = Field(
+        10, ge=1, description="Evaluations of nDCG@10 on the held-out queries during training (and checkpoints)."
+    )
+    keep_best: bool = Field(True, description="Keep the checkpoint with the best held-out nDCG@10, not the last.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU and MPS."
+    )
     seed: int = 13
 
 

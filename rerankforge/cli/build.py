@@ -64,7 +64,7 @@ def _wizard(cfg: BuildConfig) -> BuildConfig:
         console.print(f"No Ollama server at {host}; using the embedded llama.cpp model {DEFAULT_EMBEDDED_MODEL}.")
         llm = {"provider": "embedded"}
     budget = IntPrompt.ask("Query budget (LLM-written queries)", default=cfg.queries.max_queries)
-    loss = Prompt.ask("Loss", choices=["lce", "wasserstein"], default=cfg.train.loss)
+    loss = Prompt.ask("Loss", choices=["lce", "wasserstein", "bce", "listnet", "lambda"], default=cfg.train.loss)
     cfg = cfg.model_copy(
         update={
             "llm": cfg.llm.model_copy(update=llm),
@@ -96,7 +96,7 @@ def build(
     llm_host: Annotated[str | None, typer.Option(help="LLM server URL (Ollama / OpenAI-compatible).")] = None,
     max_queries: Annotated[int | None, typer.Option(help="Query budget: chunks that get LLM queries.")] = None,
     top_k: Annotated[int | None, typer.Option(help="First-stage candidates graded per query.")] = None,
-    loss: Annotated[str | None, typer.Option(help="lce or wasserstein.")] = None,
+    loss: Annotated[str | None, typer.Option(help="lce, wasserstein, bce, listnet or lambda.")] = None,
     backbone: Annotated[str | None, typer.Option(help="Cross-encoder to fine-tune (HF id or path).")] = None,
     bi_encoder: Annotated[str | None, typer.Option(help="First-stage bi-encoder (HF id or path).")] = None,
     qdrant_url: Annotated[str | None, typer.Option(help="Qdrant server; default: embedded in the run folder.")] = None,

@@ -5,20 +5,21 @@ A seeded slice of the synthetic queries is held out (``train/split.json``) for t
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
+from pathlib import Path
 from typing import Any
 
-from rerankforge.artifacts import Chunk, Judgment, Query, read_jsonl, write_json
+from rerankforge.artifacts import Chunk, Judgment, Query, read_jsonl, text_sha256, write_json
 from rerankforge.config import BuildConfig, GradeConfig, TrainConfig
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages.grade import group_by_query
 
-VERSION = "2"  # 2: the held-out loss is logged in train/loss_history.json
-EVAL_POINTS = 10  # held-out loss evaluations per training run
+VERSION = "3"  # 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
@@ -99,7 +100,10 @@ def run(ctx: StageContext) -> StageResult:
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from transformers import PrinterCallback, set_seed
 
-    from rerankforge.losses import LOSSES
+    from rerankforge.losses import make_loss
+    from rerankforge.training import card
+    from rerankforge.training.dev import dev_evaluator, first_stage_ndcg, load_dev_queries
+    from rerankforge.training.lengths import choose_max_length, pair_lengths
 
     cfg: TrainConfig = ctx.config.train
     grade_cfg = ctx.config.grade
@@ -134,27 +138,42 @@ def run(ctx: StageContext) -> StageResult:
             "No training query has both a positive and a negative passage. Raise mine.top_k so the first "
             "stage finds negatives, or queries.max_queries for more queries."
         )
+    dev = load_dev_queries(ctx.run_dir, dev_ids)
     set_seed(cfg.seed)
     model = load_cross_encoder(cfg.backbone, cfg.max_length)
-    loss = LOSSES[cfg.loss](model, temperature=cfg.temperature)
+    lengths = choose_max_length(pair_lengths(model.tokenizer, rows), cfg.max_length)
+    model.max_length = lengths["max_length"]  # batches are padded to their own longest pair (dynamic padding)
+    loss = make_loss(cfg.loss, model, temperature=cfg.temperature)
     device = _device()
-    steps = math.ceil(len(rows) / cfg.batch_size) * cfg.epochs
-    eval_every = max(1, round(steps / EVAL_POINTS))
+    precision = _precision(cfg.precision, device)
+    per_update = cfg.batch_size * cfg.gradient_accumulation_steps
+    steps = max(1, math.ceil(math.ceil(len(rows) / per_update) * cfg.epochs))
+    eval_every = max(1, math.ceil(steps / cfg.eval_points))
+    checkpoints = ctx.out / "checkpoints"
+    resume = _resumable_checkpoint(checkpoints, _fingerprint(cfg, rows, dev_rows))
     args = CrossEncoderTrainingArguments(
-        output_dir=str(ctx.out / "checkpoints"),
+        output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a share of the steps
         seed=cfg.seed,
         data_seed=cfg.seed,
         logging_steps=1,
-        eval_strategy="steps" if dev_rows else "no",
+        eval_strategy="steps" if dev else "no",
         eval_steps=eval_every,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=eval_every,
+        save_total_limit=2,  # the best and the latest: enough to resume and to keep the best
+        load_best_model_at_end=bool(dev) and cfg.keep_best,
+        metric_for_best_model="eval_dev_ndcg@10" if dev else None,
+        greater_is_better=True,
         report_to="none",
         use_cpu=device == "cpu",
-        bf16=device == "cuda" and _bf16_ok(),
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         disable_tqdm=True,
     )
     trainer = CrossEncoderTrainer(
@@ -162,27 +181,29 @@ def run(ctx: StageContext) -> StageResult:
         args=args,
         train_dataset=Dataset.from_list(rows),
         eval_dataset=Dataset.from_list(dev_rows) if dev_rows else None,
+        evaluator=dev_evaluator(dev) if dev else None,
         loss=loss,
         callbacks=[_progress_callback(ctx)],
     )
     trainer.remove_callback(PrinterCallback)  # library code prints nothing: progress goes through ctx
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     history = [
         {"step": e["step"], key: e[key]}
         for e in trainer.state.log_history
         if "step" in e
-        for key in ("loss", "eval_loss")
+        for key in ("loss", "eval_loss", "eval_dev_ndcg@10")
         if key in e
     ]
     model_dir = ctx.run_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)  # stale ONNX files must not outlive the weights they came from
     model.save_pretrained(str(model_dir))
-    shutil.rmtree(ctx.out / "checkpoints", ignore_errors=True)
     write_json(ctx.out / "loss_history.json", history)
     train_losses = [h["loss"] for h in history if "loss" in h]
     first = sum(train_losses[:3]) / max(len(train_losses[:3]), 1)
     last = sum(train_losses[-3:]) / max(len(train_losses[-3:]), 1)
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    dev_points = [h for h in history if "eval_dev_ndcg@10" in h]
+    best = max(dev_points, key=lambda h: h["eval_dev_ndcg@10"]) if dev_points else None  # first of equals
     summary = {
         "loss": cfg.loss,
         "backbone": cfg.backbone,
@@ -191,20 +212,67 @@ def run(ctx: StageContext) -> StageResult:
         "groups": len(rows),
         "group_size": cfg.group_size,
         "steps": trainer.state.global_step,
+        "resumed_from_step": _step_of(resume),
         "loss_first": round(first, 4),
         "loss_last": round(last, 4),
         "held_out_loss_first": round(eval_losses[0], 4) if eval_losses else None,
         "held_out_loss_last": round(eval_losses[-1], 4) if eval_losses else None,
+        "dev": {
+            "best_ndcg@10": round(best["eval_dev_ndcg@10"], 4),
+            "best_step": best["step"],
+            "last_ndcg@10": round(dev_points[-1]["eval_dev_ndcg@10"], 4),
+            "first_stage_ndcg@10": round(first_stage_ndcg(dev, 10), 4),
+            "kept": "best" if cfg.keep_best else "last",
+        }
+        if best
+        else None,
+        "max_length": lengths,
         "device": device,
+        "precision": precision,
     }
+    histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
+    card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
+    shutil.rmtree(checkpoints, ignore_errors=True)
     files = [str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file()]
     return StageResult(files=[*files, "train/split.json", "train/loss_history.json"], summary=summary)
 
 
-def _bf16_ok() -> bool:
+def _precision(wanted: str, device: str) -> str:
+    """The mixed precision to train in: bf16 where the GPU supports it, else fp16 on CUDA; fp32 elsewhere."""
     import torch
 
-    return bool(torch.cuda.is_bf16_supported())
+    if wanted == "auto":
+        if device != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if wanted in ("bf16", "fp16") and device != "cuda":
+        raise StageError(f"train.precision = {wanted} needs a CUDA GPU; this machine trains on {device}. Use auto.")
+    return wanted
+
+
+def _fingerprint(cfg: TrainConfig, rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]]) -> str:
+    """What a checkpoint must have been trained on to be resumed: the settings and the exact groups."""
+    material = {"config": cfg.model_dump(mode="json"), "backbone": resolve_model(cfg.backbone), "rows": rows,
+                "dev": dev_rows}  # fmt: skip
+    return text_sha256(json.dumps(material, sort_keys=True))
+
+
+def _resumable_checkpoint(folder: Path, fingerprint: str) -> Path | None:
+    """The latest checkpoint of an interrupted run of this same training, else None (stale ones are removed)."""
+    stamp = folder / "fingerprint.txt"
+    if folder.is_dir() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
+        # the trainer writes trainer_state.json last: a checkpoint without it was cut off mid-save
+        complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        if complete:
+            return max(complete, key=_step_of)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    stamp.write_text(fingerprint, encoding="utf-8")
+    return None
+
+
+def _step_of(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
 def _progress_callback(ctx: StageContext) -> Any:
