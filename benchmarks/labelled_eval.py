@@ -12,34 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
-from collections import defaultdict
-from pathlib import Path
+
+from medquad_data import medquad_slice, require_data
 
 from rerankforge.config import EvaluateConfig
-from rerankforge.evaluation import LabelledData, evaluate_labelled, load_labels, load_scorer
-
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medquad-dev"
-
-
-def medquad_slice(foci: int, seed: int) -> LabelledData:
-    """Every answer of ``foci`` seeded foci, and the questions whose answers they are."""
-    full = load_labels(DATA)
-    by_focus: dict[str, list[str]] = defaultdict(list)
-    for doc_id, text in full.corpus.items():
-        by_focus[text.split("\n", 1)[0]].append(doc_id)
-    picked = random.Random(seed).sample(sorted(by_focus), foci)
-    corpus = {d: full.corpus[d] for focus in picked for d in by_focus[focus]}
-    qrels = {q: docs for q, docs in full.qrels.items() if set(docs) <= set(corpus)}
-    return LabelledData(
-        source=f"{DATA} ({foci} foci, seed {seed})",
-        format="beir",
-        corpus=corpus,
-        queries={q: full.queries[q] for q in qrels},
-        qrels=qrels,
-        labels=sum(len(d) for d in qrels.values()),
-    )
+from rerankforge.evaluation import evaluate_labelled, load_scorer
 
 
 def main() -> None:
@@ -52,6 +30,7 @@ def main() -> None:
     parser.add_argument("--onnx", action="store_true", help="score the model folder's ONNX export")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
+    require_data()
     started = time.perf_counter()
     data = medquad_slice(args.foci, args.seed)
     print(f"slice: {len(data.corpus)} answers, {len(data.qrels)} questions ({time.perf_counter() - started:.1f} s)")

@@ -10,7 +10,7 @@ from rerankforge.artifacts import Chunk, Judgment, Query
 from rerankforge.config import GradeConfig
 from rerankforge.stages.evaluate import mrr_at_k, ndcg_at_k
 from rerankforge.stages.grade import parse_grade, training_groups
-from rerankforge.stages.queries import copy_overlap, sample_chunks
+from rerankforge.stages.queries import BUILTIN_EXAMPLES, copy_overlap, example_echo, sample_chunks
 from rerankforge.stages.train import build_groups, split_queries
 
 
@@ -38,6 +38,20 @@ def test_copy_overlap() -> None:
     assert copy_overlap("AR-200 battery", passage) == 0.0  # short query: whole-phrase match only
     assert copy_overlap("48 V battery", passage) == 1.0
     assert 0 < copy_overlap("battery runtime: runs for nine hours per day", passage) < 1
+
+
+def test_queries_that_echo_the_few_shot_examples_are_caught() -> None:
+    passage = "Central core disease is a muscle disorder. Diagnosis uses a muscle biopsy."
+    # what a 1.5B model wrote for a MedQuAD passage: the examples, verbatim and paraphrased
+    assert example_echo("How long is the warranty on replacement parts?", passage, BUILTIN_EXAMPLES) == 1.0
+    assert example_echo("What is the duration of the warranty for replacement parts?", passage, BUILTIN_EXAMPLES) >= 0.5
+    assert example_echo("What happens if I fail to submit a claim on time?", passage, BUILTIN_EXAMPLES) >= 0.5
+    # real queries about the passage are kept, even when they share a word with an example
+    assert example_echo("How is central core disease diagnosed?", passage, BUILTIN_EXAMPLES) == 0.0
+    assert example_echo("What happens in central core disease?", passage, BUILTIN_EXAMPLES) < 0.5
+    # an example's words that the passage itself uses are not an echo
+    backup = "The backup schedule is set under Settings > Backup."
+    assert example_echo("Which settings change the backup schedule?", backup, BUILTIN_EXAMPLES) < 0.5
 
 
 @pytest.mark.parametrize(("value", "grade"), [({"grade": 2}, 2), ({"grade": "3"}, 3), (0, 0), ({"grade": 1.0}, 1)])

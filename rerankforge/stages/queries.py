@@ -18,7 +18,8 @@ from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
 from rerankforge.templates import load_template
 
-VERSION = "1"
+VERSION = "2"  # 2: queries that echo the few-shot examples are dropped
+ECHO_THRESHOLD = 0.5  # share of content words taken from the examples (not the passage)
 
 # Domain-neutral few-shot examples, used when the user gives none.
 BUILTIN_EXAMPLES = [
@@ -82,6 +83,38 @@ def copy_overlap(query: str, passage: str, n: int = 4) -> float:
     return len(grams & passage_grams) / len(grams)
 
 
+_FUNCTION_WORDS = frozenset(
+    "what which when where whom whose does have with from that this these those about there their they them "
+    "your will would should could into than then some many much more most other also been being were".split()
+)
+
+
+def _content_stems(text: str) -> set[str]:
+    """Words of 4+ letters, minus function words, cut to 5 letters (so 'submit' meets 'submitting')."""
+    return {w[:5] for w in _words(text) if len(w) >= 4 and w not in _FUNCTION_WORDS}
+
+
+def example_echo(query: str, passage: str, examples: list[str]) -> float:
+    """Share of the query's content words that come from the few-shot examples and not from the passage.
+
+    A small LLM sometimes answers with the examples themselves, or a paraphrase of them: those queries
+    are about another collection and would teach the reranker nonsense.
+
+    Example:
+        >>> example_echo("warranty length for replacement parts", "Odontoma is a tumor.",
+        ...              ["how long is the warranty on replacement parts"])
+        0.75
+        >>> example_echo("What are the symptoms of odontoma?", "Odontoma is a tumor of the teeth.",
+        ...              ["how long is the warranty on replacement parts"])
+        0.0
+    """
+    words = _content_stems(query)
+    if not words:
+        return 0.0
+    from_examples = set().union(*(_content_stems(e) for e in examples)) - _content_stems(passage)
+    return len(words & from_examples) / len(words)
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.queries
     chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
@@ -109,7 +142,7 @@ def run(ctx: StageContext) -> StageResult:
 
     kept: list[Query] = []
     seen: set[str] = set()
-    dropped = {"duplicate": 0, "length": 0, "copied_from_chunk": 0, "llm_failed": 0}
+    dropped = {"duplicate": 0, "length": 0, "copied_from_chunk": 0, "echoed_example": 0, "llm_failed": 0}
     for done, chunk in enumerate(sample):
         ctx.progress(done, len(sample), chunk.source)
         messages = template.render(
@@ -135,6 +168,8 @@ def run(ctx: StageContext) -> StageResult:
                 dropped["length"] += 1
             elif copy_overlap(text, chunk.text) > cfg.max_copy_overlap:
                 dropped["copied_from_chunk"] += 1
+            elif example_echo(text, chunk.text, examples) >= ECHO_THRESHOLD:
+                dropped["echoed_example"] += 1
             else:
                 seen.add(normal)
                 kept.append(Query(id=f"q{len(kept)}", text=text, chunk_id=chunk.id))
