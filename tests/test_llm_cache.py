@@ -14,6 +14,7 @@ import pytest
 from rerankforge.errors import LLMError
 from rerankforge.llm import CachedLLM, LLMCache, LLMProvider, LLMReply, extract_json
 from rerankforge.llm.base import Message, TransientLLMError
+from rerankforge.llm.cache import entry_checksum
 
 GRADE_SCHEMA = {"type": "object", "properties": {"grade": {"type": "integer"}}, "required": ["grade"]}
 MESSAGES: list[Message] = [
@@ -112,8 +113,18 @@ def test_cache_entries_survive_a_reload(cache_path: Path) -> None:
     reloaded = LLMCache(cache_path)
 
     assert len(reloaded) == 2
-    assert reloaded.get("k1") == {"key": "k1", "text": '{"grade": 3}', "ok": True}
-    assert reloaded.get("k2") == {"key": "k2", "text": "gibberish", "ok": False}
+    assert reloaded.get("k1") == {
+        "key": "k1",
+        "text": '{"grade": 3}',
+        "ok": True,
+        "sum": entry_checksum("k1", '{"grade": 3}', True),
+    }
+    assert reloaded.get("k2") == {
+        "key": "k2",
+        "text": "gibberish",
+        "ok": False,
+        "sum": entry_checksum("k2", "gibberish", False),
+    }
     assert reloaded.get("k3") is None
     assert cache_path.parent.is_dir()
 
@@ -145,7 +156,8 @@ def test_cache_appends_after_a_torn_line_are_not_lost(cache_path: Path) -> None:
     after_crash.put("k3", '{"grade": 1}', ok=True)
 
     # The answer paid for after the crash must survive the next run's reload.
-    assert LLMCache(cache_path).get("k3") == {"key": "k3", "text": '{"grade": 1}', "ok": True}
+    entry = LLMCache(cache_path).get("k3")
+    assert entry is not None and (entry["text"], entry["ok"]) == ('{"grade": 1}', True)
 
 
 def test_cache_concurrent_puts_keep_every_line_whole(cache_path: Path) -> None:
@@ -194,6 +206,28 @@ def test_a_rerun_is_served_from_the_cache_file(cache_path: Path) -> None:
     assert (rerun.stats.calls, rerun.stats.cache_hits) == (0, 1)
 
 
+def test_a_cache_entry_changed_on_disk_is_not_trusted_and_asked_again(cache_path: Path) -> None:
+    assert ask(CachedLLM(ScriptedLLM('{"grade": 3}'), LLMCache(cache_path))) == 3
+    # a bit flip on disk that still parses: the grade 3 became 0
+    cache_path.write_text(cache_path.read_text(encoding="utf-8").replace('\\"grade\\": 3', '\\"grade\\": 0'))
+    assert '\\"grade\\": 0' in cache_path.read_text(encoding="utf-8")
+    provider = ScriptedLLM('{"grade": 3}')
+    cache = LLMCache(cache_path)
+    rerun = CachedLLM(provider, cache)
+    assert cache.damaged == 1 and len(cache) == 0
+    assert ask(rerun) == 3  # the real answer again, not the damaged 0
+    assert (rerun.stats.calls, rerun.stats.cache_hits) == (1, 0)
+    assert LLMCache(cache_path).damaged == 1  # the damaged line stays ignored; the new line is trusted
+    assert ask(CachedLLM(ScriptedLLM(), LLMCache(cache_path))) == 3
+
+
+def test_entries_written_before_checksums_are_still_read(cache_path: Path) -> None:
+    cache_path.parent.mkdir(parents=True)
+    key = CachedLLM(ScriptedLLM(), LLMCache(cache_path)).key(MESSAGES, GRADE_SCHEMA, "t1")
+    cache_path.write_text(json.dumps({"key": key, "text": '{"grade": 2}', "ok": True}) + "\n", encoding="utf-8")
+    assert ask(CachedLLM(ScriptedLLM(), LLMCache(cache_path))) == 2
+
+
 def test_the_key_changes_with_messages_template_and_sampling(cache_path: Path) -> None:
     cache = LLMCache(cache_path)
     llm = CachedLLM(ScriptedLLM(seed=13), cache)
@@ -240,11 +274,8 @@ def test_two_invalid_answers_give_none_and_a_rerun_does_not_ask_again(cache_path
     assert ask(llm) is None
     assert len(provider.seen) == 2
     assert (llm.stats.calls, llm.stats.invalid_outputs, llm.stats.failed) == (2, 2, 1)
-    assert LLMCache(cache_path).get(llm.key(MESSAGES, GRADE_SCHEMA, "t1")) == {
-        "key": llm.key(MESSAGES, GRADE_SCHEMA, "t1"),
-        "text": "still no idea",
-        "ok": False,
-    }
+    entry = LLMCache(cache_path).get(llm.key(MESSAGES, GRADE_SCHEMA, "t1"))
+    assert entry is not None and (entry["text"], entry["ok"]) == ("still no idea", False)
 
     rerun_provider = ScriptedLLM()
     rerun = CachedLLM(rerun_provider, LLMCache(cache_path))

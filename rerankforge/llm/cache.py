@@ -32,24 +32,36 @@ class LLMStats:
         return dict(self.__dict__)
 
 
-class LLMCache:
-    """JSONL file of ``{"key", "text", "ok"}``; each answer is appended and flushed as it arrives.
+def entry_checksum(key: str, text: str, ok: bool) -> str:
+    """A short sha256 over one cache entry: a line changed on disk no longer matches it."""
+    return hashlib.sha256(json.dumps([key, text, ok], ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
-    A torn last line (a crash mid-write) is ignored on load, so at most the call in flight is lost.
+
+class LLMCache:
+    """JSONL file of ``{"key", "text", "ok", "sum"}``; each answer is appended and flushed as it arrives.
+
+    A torn last line (a crash mid-write) is ignored on load, so at most the call in flight is lost. An entry
+    whose checksum does not match its content was damaged on disk: it is not trusted, and the call is made
+    again (``damaged`` counts them). Entries written before checksums existed (no ``sum``) are read as they are.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._entries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self.damaged = 0
         if path.is_file():
             with path.open(encoding="utf-8") as handle:
                 for line in handle:
                     try:
                         entry = json.loads(line)
-                        self._entries[entry["key"]] = entry
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        logger.warning("Ignoring a damaged line in the LLM cache %s", path)
+                        key, text, ok = entry["key"], entry["text"], entry["ok"]
+                        if "sum" in entry and entry["sum"] != entry_checksum(key, text, ok):
+                            raise ValueError("checksum mismatch")
+                        self._entries[key] = entry
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        self.damaged += 1
+                        logger.warning("Ignoring a damaged line in the LLM cache %s; that call is made again", path)
             with path.open("rb+") as handle:
                 size = handle.seek(0, os.SEEK_END)
                 if size:
@@ -65,7 +77,7 @@ class LLMCache:
         return self._entries.get(key)
 
     def put(self, key: str, text: str, ok: bool) -> None:
-        entry = {"key": key, "text": text, "ok": ok}
+        entry = {"key": key, "text": text, "ok": ok, "sum": entry_checksum(key, text, ok)}
         with self._lock:
             self._entries[key] = entry
             with self.path.open("a", encoding="utf-8") as handle:
