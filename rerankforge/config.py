@@ -192,6 +192,13 @@ class EvaluateConfig(Section):
 
     k: int = 10
     min_gain: float = Field(0.0, description="The reranker must beat the first stage's nDCG@k by more than this.")
+    dev_p_value: float | None = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="On the held-out synthetic queries, the reranker is better (and fused with weight > 0) only "
+        "when a paired t-test's p is below this; None: any gain counts.",
+    )
     eval_data: str | None = Field(
         None,
         description="Your labelled queries, evaluated at the end of a build: a BEIR folder, or a CSV/JSONL file "

@@ -3,7 +3,8 @@
     fused = alpha * minmax(reranker scores) + (1 - alpha) * minmax(first-stage scores)     (per query)
 
 ``alpha`` is chosen on the held-out synthetic queries; ``alpha = 0`` is the first stage's own order, so
-the chosen fusion is never worse than the first stage on those queries. numpy only: the server uses it.
+the chosen fusion is never worse than the first stage on those queries, and an alpha above 0 needs a
+significant gain there. numpy only at serving time (scipy is imported only to choose alpha).
 
 Example:
     >>> int(fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], alpha=1.0).argmax())
@@ -39,17 +40,42 @@ def fuse(reranker: Sequence[float], first_stage: Sequence[float], alpha: float) 
 def choose_alpha(
     queries: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]],
     metric: Callable[[list[float]], float],
+    p_value: float | None = 0.05,
 ) -> tuple[float, dict[float, float]]:
     """The alpha in 0.0..1.0 with the best mean ``metric`` over queries of (grades, reranker, first stage).
 
-    ``metric`` takes grades in ranked order. Ties go to the smaller alpha (closer to the first stage).
+    ``metric`` takes grades in ranked order. Ties go to the smaller alpha (closer to the first stage). With
+    ``p_value``, an alpha above 0 is chosen only when its gain over the first stage is significant (paired,
+    one-sided t-test over the queries): a gain on a few noisy held-out queries is no reason to leave the
+    first stage's order.
     """
     means: dict[float, float] = {}
+    per_query: dict[float, list[float]] = {}
     for alpha in ALPHAS:
         values = []
         for grades, reranker, first_stage in queries:
             order = np.argsort(-fuse(reranker, first_stage, alpha), kind="stable")
             values.append(metric([grades[i] for i in order]))
+        per_query[alpha] = values
         means[alpha] = float(np.mean(values)) if values else 0.0
     best = max(ALPHAS, key=lambda a: (round(means[a], 10), -a))
+    if p_value is not None and best > 0 and not significant_gain(per_query[best], per_query[0.0], p_value):
+        return 0.0, means
     return best, means
+
+
+def significant_gain(system: Sequence[float], baseline: Sequence[float], p_value: float) -> bool:
+    """True when ``system`` beats ``baseline`` per query with a paired one-sided t-test p below ``p_value``.
+
+    Example:
+        >>> significant_gain([1.0] * 12, [0.5] * 12, 0.05), significant_gain([1.0, 0.5], [0.5, 0.6], 0.05)
+        (True, False)
+    """
+    diffs = np.asarray(system, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    if diffs.size < 2 or not np.any(diffs > 0):
+        return False
+    if np.all(diffs == diffs[0]):  # no variance: every query gains the same (t is infinite)
+        return bool(diffs[0] > 0)
+    from scipy.stats import ttest_1samp
+
+    return bool(ttest_1samp(diffs, 0.0, alternative="greater").pvalue < p_value)

@@ -29,8 +29,8 @@ def test_fuse_refuses_lists_of_different_lengths() -> None:
 
 
 def test_choose_alpha_prefers_the_better_signal_and_never_loses_to_the_first_stage() -> None:
-    # query 1: the reranker is right, the first stage wrong; query 2: both right
-    queries = [([3, 0, 0], [5.0, 1.0, 0.0], [0.1, 0.9, 0.5]), ([3, 0, 0], [2.0, 1.0, 0.0], [0.9, 0.5, 0.1])]
+    # the reranker is right and the first stage wrong on 8 queries; both are right on 4
+    queries = [([3, 0, 0], [5.0, 1.0, 0.0], [0.1, 0.9, 0.5])] * 8 + [([3, 0, 0], [2.0, 1.0, 0.0], [0.9, 0.5, 0.1])] * 4
     alpha, means = choose_alpha(queries, lambda g: ndcg_at_k(g, 10))
     assert alpha > 0.5 and means[alpha] == pytest.approx(1.0)
     assert set(means) == set(ALPHAS)
@@ -38,3 +38,14 @@ def test_choose_alpha_prefers_the_better_signal_and_never_loses_to_the_first_sta
     wrong = [([3, 0, 0], [0.0, 1.0, 2.0], [0.9, 0.5, 0.1])]
     alpha, means = choose_alpha(wrong, lambda g: ndcg_at_k(g, 10))
     assert alpha == 0.0 and means[0.0] == pytest.approx(1.0)
+
+
+def test_a_gain_on_a_few_noisy_queries_keeps_the_first_stage() -> None:
+    right = ([3, 0, 0], [5.0, 1.0, 0.0], [0.1, 0.9, 0.5])  # the reranker fixes the first stage
+    wrong = ([3, 0, 0], [0.0, 5.0, 1.0], [0.9, 0.5, 0.1])  # the reranker breaks a correct first stage
+    noisy = [right, right, wrong]
+    alpha, means = choose_alpha(noisy, lambda g: ndcg_at_k(g, 10))
+    assert max(means.values()) > means[0.0]  # a better mean exists...
+    assert alpha == 0.0  # ...but one query in three is lost: not significant
+    alpha, _ = choose_alpha(noisy, lambda g: ndcg_at_k(g, 10), p_value=None)
+    assert alpha > 0.0  # without the test, the better mean wins

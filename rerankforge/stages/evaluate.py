@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl, write_json
-from rerankforge.fusion import choose_alpha, fuse
+from rerankforge.fusion import choose_alpha, fuse, significant_gain
 from rerankforge.pipeline import StageContext, StageResult
 
-VERSION = "2"
+VERSION = "3"  # 3: "better" and a fusion weight above 0 need a significant gain
 
 
 def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
@@ -58,12 +58,15 @@ def compare_on_dev(
     k: int,
     relevant_min: int,
     min_gain: float = 0.0,
+    p_value: float | None = 0.05,
     alpha: float | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """First stage vs ``scorer``'s reranking vs their fusion, on the same candidates of a build's held-out queries.
 
     ``alpha`` is the fusion weight; ``None`` chooses it on these queries (see :mod:`rerankforge.fusion`).
+    With ``p_value``, the reranker is called better, and a fusion weight above 0 is chosen, only when the
+    gain over the first stage is significant (paired one-sided t-test over the queries).
     """
     chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(run_dir / "queries" / "queries.jsonl", Query)}
@@ -81,7 +84,7 @@ def compare_on_dev(
         scores = scorer(queries[query_id].text, [chunks[c.chunk_id].text for c in ranked])
         scored.append((first_grades, [float(x) for x in scores], [c.score for c in ranked]))
     if alpha is None:
-        alpha, _ = choose_alpha(scored, lambda ranked_grades: ndcg_at_k(ranked_grades, k))
+        alpha, _ = choose_alpha(scored, lambda ranked_grades: ndcg_at_k(ranked_grades, k), p_value=p_value)
 
     def measure(ranked_grades: list[int]) -> dict[str, float]:
         return {"ndcg": ndcg_at_k(ranked_grades, k), "mrr": mrr_at_k(ranked_grades, k, relevant_min)}
@@ -109,14 +112,23 @@ def compare_on_dev(
     }
     gain = round(metrics["reranked"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
     fused_gain = round(metrics["fused"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
-    better = gain > min_gain
     n = len(per_query)
-    verdict = (
-        f"better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries)"
-        if better
-        else f"NOT better than the first stage (nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries): "
-        "keep the first stage's order, serve it fused with the first stage's scores, or build with more queries"
-    )
+    first = [q["first_stage"]["ndcg"] for q in per_query]
+    significant = p_value is None or significant_gain([q["reranked"]["ndcg"] for q in per_query], first, p_value)
+    better = gain > min_gain and significant
+    where = f"nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries"
+    if better:
+        verdict = f"better than the first stage ({where})"
+    elif gain > min_gain:
+        verdict = (
+            f"NOT significantly better than the first stage ({where}, paired t-test p >= {p_value}): too few or "
+            "too noisy held-out queries to tell; build with more queries, and check on real labels with --eval-data"
+        )
+    else:
+        verdict = (
+            f"NOT better than the first stage ({where}): keep the first stage's order, serve it fused with the "
+            "first stage's scores, or build with more queries"
+        )
     return {
         "dev_queries": n,
         "metrics": metrics,
@@ -143,6 +155,7 @@ def run(ctx: StageContext) -> StageResult:
         k=cfg.k,
         relevant_min=ctx.config.grade.positive_min_grade,
         min_gain=cfg.min_gain,
+        p_value=cfg.dev_p_value,
         progress=ctx.progress,
     )
     per_query = result.pop("per_query")
