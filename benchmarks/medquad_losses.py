@@ -44,7 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=ROOT / ".cache" / "bench-medquad" / "run")
     parser.add_argument("--losses", nargs="+", default=list(LOSS_NAMES), choices=LOSS_NAMES)
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train.* settings to change")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="settings to change: train keys, or section.key"
+    )
     parser.add_argument("--tag", default="", help="suffix of the per-loss run folders and the results rows")
     parser.add_argument("--foci", type=int, default=120, help="MedQuAD foci in the evaluation slice")
     parser.add_argument("--queries", type=int, default=150, help="real questions evaluated")
@@ -52,7 +54,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
     require_data()
-    overrides = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
+    overrides: dict[str, dict[str, object]] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        section, _, name = key.rpartition(".")
+        overrides.setdefault(section or "train", {})[name] = _value(value)
     base = load_config(ROOT / "benchmarks" / "medquad.toml", docs=str(DATA / "docs"), run_dir=str(args.run_dir))
     started = time.perf_counter()
     result = build(base, until="grade")
@@ -69,9 +75,14 @@ def main() -> None:
         for stage in LLM_STAGES:  # the same graded data for every loss
             shutil.rmtree(run_dir / stage, ignore_errors=True)
             shutil.copytree(args.run_dir / stage, run_dir / stage)
-        train = {**base.train.model_dump(), **overrides, "loss": loss}
+        shutil.copy(args.run_dir / "llm_cache.jsonl", run_dir)  # new grade thresholds re-run grade from the cache
+        train = {**base.train.model_dump(), **overrides.get("train", {}), "loss": loss}
+        sections = {name: {**getattr(base, name).model_dump(), **values} for name, values in overrides.items()}
         cfg = load_config(
-            ROOT / "benchmarks" / "medquad.toml", docs=str(DATA / "docs"), run_dir=str(run_dir), train=train
+            ROOT / "benchmarks" / "medquad.toml",
+            docs=str(DATA / "docs"),
+            run_dir=str(run_dir),
+            **{**sections, "train": train},
         )
         started = time.perf_counter()
         built = build(cfg, until="evaluate")
