@@ -97,6 +97,10 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: 
             max_queries = 5
             [mine]
             top_k = 4
+            [grade]
+            # the 1.5B grader is lenient (few grade 0s): exact answers against the rest gives both sides
+            positive_min_grade = 3
+            negative_max_grade = 2
             [train]
             epochs = 3
             max_length = 192
