@@ -102,7 +102,7 @@ def run(ctx: StageContext) -> StageResult:
 
     from rerankforge.losses import make_loss
     from rerankforge.training import card
-    from rerankforge.training.dev import dev_evaluator, first_stage_ndcg, load_dev_queries
+    from rerankforge.training.dev import dev_evaluator, dev_queries, first_stage_ndcg
     from rerankforge.training.lengths import choose_max_length, pair_lengths
 
     cfg: TrainConfig = ctx.config.train
@@ -138,7 +138,7 @@ def run(ctx: StageContext) -> StageResult:
             "No training query has both a positive and a negative passage. Raise mine.top_k so the first "
             "stage finds negatives, or queries.max_queries for more queries."
         )
-    dev = load_dev_queries(ctx.run_dir, dev_ids)
+    dev = dev_queries(ctx.run_dir, dev_ids, chunks, queries, judgments)
     set_seed(cfg.seed)
     model = load_cross_encoder(cfg.backbone, cfg.max_length)
     lengths = choose_max_length(pair_lengths(model.tokenizer, rows), cfg.max_length)

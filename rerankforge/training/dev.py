@@ -23,16 +23,17 @@ class DevQuery:
     grades: list[int]  # in first-stage order
 
 
-def load_dev_queries(run_dir: Path, query_ids: list[str]) -> list[DevQuery]:
+def dev_queries(
+    run_dir: Path, query_ids: list[str], chunks: dict[str, Chunk], queries: list[Query], judgments: list[Judgment]
+) -> list[DevQuery]:
     """The graded candidate lists of ``query_ids``, in first-stage order (ungraded candidates count as 0)."""
-    chunks = {c.id: c.text for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
-    queries = {q.id: q.text for q in read_jsonl(run_dir / "queries" / "queries.jsonl", Query)}
+    texts = {q.id: q.text for q in queries}
     lists = {c.query_id: c.candidates for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
-    grades = {(j.query_id, j.chunk_id): j.grade for j in read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)}
+    grades = {(j.query_id, j.chunk_id): j.grade for j in judgments}
     return [
         DevQuery(
-            query=queries[qid],
-            docs=[chunks[c.chunk_id] for c in lists[qid]],
+            query=texts[qid],
+            docs=[chunks[c.chunk_id].text for c in lists[qid]],
             grades=[grades.get((qid, c.chunk_id), 0) for c in lists[qid]],
         )
         for qid in query_ids
