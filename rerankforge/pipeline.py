@@ -23,6 +23,7 @@ from typing import Any
 
 from rerankforge.artifacts import file_sha256, read_json, text_sha256, write_json
 from rerankforge.config import BuildConfig
+from rerankforge.distributed import SIGNAL, Launch, tell_followers, wait_for_leader
 from rerankforge.errors import InputError, RerankforgeError, StageError
 
 logger = logging.getLogger(__name__)
@@ -248,19 +249,28 @@ def build(
         raise InputError(f"Unknown stage '{until}'. Choose one of: {', '.join(STAGE_NAMES)}.")
     run_dir = config.resolved_run_dir()
     progress = progress or _no_progress
+    launch = Launch.from_env()
+    if launch.follower:
+        return _follow(config, run_dir)
     outcomes: list[StageOutcome] = []
     keys: dict[str, str] = {}
     with run_lock(run_dir):
+        (run_dir / SIGNAL).unlink(missing_ok=True)
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
         # Every key first: a bad template or examples file fails now, not after an hour of LLM calls.
         stages = _stages()
         for stage in stages:
             keys[stage.name] = stage_key(stage, config, keys)
         ctx = StageContext(config, run_dir, progress, llm)
+        told = False
         try:
             for stage in stages:
                 key = keys[stage.name]
-                if not force and is_fresh(run_dir, stage.name, key):
+                fresh = not force and is_fresh(run_dir, stage.name, key)
+                if launch.distributed and stage.name == "train":
+                    tell_followers(run_dir, "none" if fresh else "run", key)
+                    told = True
+                if fresh:
                     manifest = read_json(_manifest_path(run_dir, stage.name))
                     outcomes.append(StageOutcome(stage.name, "skipped", 0.0, manifest.get("summary", {})))
                     progress(stage.name, 1, 1, "up to date")
@@ -277,9 +287,27 @@ def build(
                     break
         finally:
             ctx.close()
+            if launch.distributed and not told:  # stopped before train (--until, or an error): release them
+                tell_followers(run_dir, "none", None)
         result = BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=ctx.llm_stats)
         _append_build_record(run_dir, result.record())
     return result
+
+
+def _follow(config: BuildConfig, run_dir: Path) -> BuildResult:
+    """A follower rank: wait for the leader's word; join the train stage when it runs; write nothing else."""
+    from rerankforge.stages import train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    word = wait_for_leader(run_dir)
+    outcomes = []
+    if word.get("train") == "run":
+        ctx = StageContext(config, run_dir, _no_progress)
+        ctx.stage = "train"
+        started = time.perf_counter()
+        result = train.run(ctx)
+        outcomes.append(StageOutcome("train", "ran", time.perf_counter() - started, result.summary))
+    return BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=None)
 
 
 def _append_build_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -121,3 +121,51 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(fake_build, example_
     assert train["resumed_from_step"] > 0
     assert train["steps"] > train["resumed_from_step"]
     assert train["dev"]["best_ndcg@10"] >= 0.0 and (run_dir / "model" / "model.safetensors").is_file()
+
+
+_TORCHRUN_CONFIG = """
+[queries]
+max_queries = 12
+[mine]
+top_k = 4
+[train]
+epochs = 4
+max_length = 128
+batch_size = 4
+eval_points = 4
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_trains_on_two_processes_and_rank_0_alone_writes(
+    fake_build, example_docs: Path, tmp_path: Path
+) -> None:
+    _, _, finished = fake_build
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)  # parse .. grade are done: no LLM is needed, the new train settings retrain
+    cache_before = (run_dir / "llm_cache.jsonl").read_bytes()
+    config = tmp_path / "rerankforge.toml"
+    config.write_text(_TORCHRUN_CONFIG, encoding="utf-8")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "rerankforge", "build", str(example_docs), "--config", str(config), "--run-dir", str(run_dir),
+        "--until", "train", "--yes",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    train = read_json(run_dir / "train" / "manifest.json")["summary"]
+    assert train["processes"] == 2
+    # each optimizer step takes a batch of 4 groups on each of the two processes (a last partial batch is
+    # dropped under DDP): half the steps of one process, for 4 epochs
+    assert train["steps"] == -(-(train["groups"] // 4) // 2) * 4
+    assert train["dev"]["best_ndcg@10"] == pytest.approx(
+        max(h["eval_dev_ndcg@10"] for h in read_json(run_dir / "train" / "loss_history.json")
+            if "eval_dev_ndcg@10" in h), abs=1e-4
+    )  # fmt: skip
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert not (run_dir / "train" / "checkpoints").exists()
+    assert (run_dir / "llm_cache.jsonl").read_bytes() == cache_before  # no rank asked the LLM
+    assert done.stdout.count("train") >= 1 and "Another build is running" not in done.stderr

@@ -19,6 +19,7 @@ from rerankforge.cli.common import (
     summary_table,
 )
 from rerankforge.config import BuildConfig, load_config
+from rerankforge.distributed import Launch
 from rerankforge.errors import MissingDependencyError
 from rerankforge.pipeline import STAGE_NAMES
 
@@ -128,6 +129,9 @@ def build(
         "evaluate__eval_data": str(eval_data.resolve()) if eval_data else None,
     }  # fmt: skip
     cfg = load_config(config, docs=str(docs), run_dir=str(run_dir) if run_dir else None, **_overrides(**options))
+    if Launch.from_env().follower:  # under torchrun every rank trains; rank 0 alone asks, shows and writes
+        run_build(cfg, force=force, until=until)
+        return
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not yes
     if interactive and all(v is None for v in options.values()) and config is None:
         cfg = _wizard(cfg)

@@ -1,6 +1,8 @@
 """Stage 5: fine-tune a sentence-transformers CrossEncoder on the graded groups with CrossEncoderTrainer.
 
 A seeded slice of the synthetic queries is held out (``train/split.json``) for the evaluate stage.
+Launched under ``torchrun`` / ``accelerate launch``, every process trains (the trainer's distributed data
+parallel) and only rank 0 writes files (:mod:`rerankforge.distributed`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from rerankforge.artifacts import Chunk, Judgment, Query, read_jsonl, text_sha256, write_json
 from rerankforge.config import BuildConfig, GradeConfig, TrainConfig
+from rerankforge.distributed import Launch
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
@@ -81,7 +84,7 @@ def _device() -> str:
     import torch
 
     if torch.cuda.is_available():
-        return "cuda"
+        return f"cuda:{Launch.from_env().local_rank}"
     if torch.backends.mps.is_available():
         return "mps"
     return "cpu"
@@ -116,8 +119,10 @@ def run(ctx: StageContext) -> StageResult:
             f"Only {len(relevant)} queries have a passage graded >= {grade_cfg.positive_min_grade}: too few to "
             "train and evaluate. Raise queries.max_queries or use a stronger LLM."
         )
+    launch = Launch.from_env()
     train_ids, dev_ids = split_queries(relevant, cfg.dev_fraction, cfg.seed)
-    write_json(ctx.out / "split.json", {"train": train_ids, "dev": dev_ids})
+    if not launch.follower:
+        write_json(ctx.out / "split.json", {"train": train_ids, "dev": dev_ids})
 
     def groups(ids: list[str]) -> list[dict[str, Any]]:
         wanted = set(ids)
@@ -146,11 +151,16 @@ def run(ctx: StageContext) -> StageResult:
     loss = make_loss(cfg.loss, model, temperature=cfg.temperature)
     device = _device()
     precision = _precision(cfg.precision, device)
-    per_update = cfg.batch_size * cfg.gradient_accumulation_steps
-    steps = max(1, math.ceil(math.ceil(len(rows) / per_update) * cfg.epochs))
+    if launch.distributed:  # sentence-transformers drops the last partial batch under DDP; batches go round ranks
+        batches = math.ceil(len(rows) // cfg.batch_size / launch.world_size)
+    else:
+        batches = math.ceil(len(rows) / cfg.batch_size)
+    steps = max(1, math.ceil(batches / cfg.gradient_accumulation_steps * cfg.epochs))
     eval_every = max(1, math.ceil(steps / cfg.eval_points))
     checkpoints = ctx.out / "checkpoints"
-    resume = _resumable_checkpoint(checkpoints, _fingerprint(cfg, rows, dev_rows))
+    resume = _resumable_checkpoint(
+        checkpoints, _fingerprint(cfg, rows, dev_rows, launch.world_size), prepare=not launch.follower
+    )
     args = CrossEncoderTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
@@ -172,6 +182,7 @@ def run(ctx: StageContext) -> StageResult:
         greater_is_better=True,
         report_to="none",
         use_cpu=device == "cpu",
+        ddp_backend="gloo" if launch.distributed and device == "cpu" else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         disable_tqdm=True,
@@ -187,6 +198,9 @@ def run(ctx: StageContext) -> StageResult:
     )
     trainer.remove_callback(PrinterCallback)  # library code prints nothing: progress goes through ctx
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.accelerator.wait_for_everyone()  # every rank has loaded the best checkpoint before rank 0 cleans up
+    if launch.follower:  # rank 0 writes the model, the card and the history
+        return StageResult(files=[], summary={"steps": trainer.state.global_step, "processes": launch.world_size})
     history = [
         {"step": e["step"], key: e[key]}
         for e in trainer.state.log_history
@@ -229,6 +243,7 @@ def run(ctx: StageContext) -> StageResult:
         "max_length": lengths,
         "device": device,
         "precision": precision,
+        "processes": launch.world_size,
     }
     histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
     card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
@@ -242,29 +257,35 @@ def _precision(wanted: str, device: str) -> str:
     import torch
 
     if wanted == "auto":
-        if device != "cuda":
+        if not device.startswith("cuda"):
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if wanted in ("bf16", "fp16") and device != "cuda":
+    if wanted in ("bf16", "fp16") and not device.startswith("cuda"):
         raise StageError(f"train.precision = {wanted} needs a CUDA GPU; this machine trains on {device}. Use auto.")
     return wanted
 
 
-def _fingerprint(cfg: TrainConfig, rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]]) -> str:
-    """What a checkpoint must have been trained on to be resumed: the settings and the exact groups."""
+def _fingerprint(cfg: TrainConfig, rows: list[dict[str, Any]], dev_rows: list[dict[str, Any]], processes: int) -> str:
+    """What a checkpoint must have been trained on to be resumed: the settings, the exact groups, the processes."""
     material = {"config": cfg.model_dump(mode="json"), "backbone": resolve_model(cfg.backbone), "rows": rows,
-                "dev": dev_rows}  # fmt: skip
+                "dev": dev_rows, "processes": processes}  # fmt: skip
     return text_sha256(json.dumps(material, sort_keys=True))
 
 
-def _resumable_checkpoint(folder: Path, fingerprint: str) -> Path | None:
-    """The latest checkpoint of an interrupted run of this same training, else None (stale ones are removed)."""
+def _resumable_checkpoint(folder: Path, fingerprint: str, prepare: bool = True) -> Path | None:
+    """The latest checkpoint of an interrupted run of this same training, else None.
+
+    With ``prepare`` (rank 0), stale checkpoints are removed and the folder is stamped for this training;
+    other ranks only read.
+    """
     stamp = folder / "fingerprint.txt"
     if folder.is_dir() and stamp.is_file() and stamp.read_text(encoding="utf-8") == fingerprint:
         # the trainer writes trainer_state.json last: a checkpoint without it was cut off mid-save
         complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
         if complete:
             return max(complete, key=_step_of)
+    if not prepare:
+        return None
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     stamp.write_text(fingerprint, encoding="utf-8")
