@@ -159,6 +159,9 @@ class TrainConfig(Section):
         "lce", description="lce, wasserstein (SyCL), bce (graded, BiXSE), listnet or lambda (sentence-transformers)."
     )
     group_size: int = Field(4, ge=2, description="Documents per query group: 1 positive + group_size-1 others.")
+    cross_query_negatives: int = Field(
+        0, ge=0, description="Others per group that are positives of other queries (label 0): no LLM call needed."
+    )
     epochs: float = 4.0
     batch_size: int = Field(4, gt=0, description="Query groups per step (per device).")
     gradient_accumulation_steps: int = Field(

@@ -95,6 +95,40 @@ def test_build_groups_positive_first_fixed_size_graded_labels() -> None:
     assert all(sorted(r["labels"][1:]) == [0.0, 1.0] for r in graded)
 
 
+def test_cross_query_negatives_are_other_queries_positives_from_other_files() -> None:
+    chunks = {c.id: c for c in _chunks({"a.md": 3, "b.md": 2, "c.md": 2})}
+    queries = [
+        Query(id="qa", text="about a", chunk_id="a.md#0"),
+        Query(id="qb", text="about b", chunk_id="b.md#0"),
+        Query(id="qc", text="about c", chunk_id="c.md#0"),
+    ]
+    judgments = [
+        Judgment(query_id="qa", chunk_id="a.md#0", grade=3),
+        Judgment(query_id="qa", chunk_id="a.md#1", grade=0),
+        Judgment(query_id="qa", chunk_id="b.md#0", grade=1),  # graded for qa: never a cross-query negative of qa
+        Judgment(query_id="qb", chunk_id="b.md#0", grade=3),  # qb and qc have no graded negative at all
+        Judgment(query_id="qc", chunk_id="c.md#0", grade=3),
+        Judgment(query_id="qc", chunk_id="a.md#2", grade=3),
+    ]
+    rules = {"group_size": 4, "positive_min_grade": 2, "max_other_grade": 0, "seed": 0}
+    assert len(build_groups(queries, chunks, judgments, **rules)) == 1  # without them only qa trains
+    groups = build_groups(queries, chunks, judgments, **rules, cross_query_negatives=2)
+    by_query: dict[str, list[dict]] = {}
+    for row in groups:
+        by_query.setdefault(row["query"], []).append(row)
+    assert sorted(by_query) == ["about a", "about b", "about c"] and len(by_query["about c"]) == 2
+    text = {c.text: c for c in chunks.values()}
+    assert all(len(row["docs"]) == 4 and row["labels"][0] == 3.0 for row in groups)
+    qa = by_query["about a"][0]
+    assert qa["labels"] == [3.0, 0.0, 0.0, 0.0]
+    # a.md#2 is in qa's own file and b.md#0 was graded for qa: c.md#0 is the one other, then a.md#1 repeats
+    assert sorted(text[d].id for d in qa["docs"][1:]) == ["a.md#1", "a.md#1", "c.md#0"]
+    qb_negatives = {text[d].id for d in by_query["about b"][0]["docs"][1:]}
+    assert qb_negatives == {"c.md#0", "a.md#2", "a.md#0"}  # qb has no graded negative: the others fill it
+    for row in by_query["about c"]:  # qc's positives are in a.md and c.md: only b.md#0 is left, repeated
+        assert {text[d].id for d in row["docs"][1:]} == {"b.md#0"} and row["labels"][1:] == [0.0] * 3
+
+
 def test_split_is_seeded_disjoint_and_keeps_both_sides() -> None:
     ids = [f"q{i}" for i in range(10)]
     train, dev = split_queries(ids, 0.25, seed=3)

@@ -46,33 +46,51 @@ def build_groups(
     positive_min_grade: int,
     max_other_grade: int,
     seed: int,
+    cross_query_negatives: int = 0,
 ) -> list[dict[str, Any]]:
     """One training group per (query, positive): the positive first, then ``group_size - 1`` others.
 
-    Others are graded candidates of the same query with a grade <= ``max_other_grade`` (sampled, repeated
-    when there are too few). Labels are the grades. Every loss trains on the rows this returns.
+    Others are graded candidates of the same query with a grade <= ``max_other_grade``, labelled with their
+    grades. ``cross_query_negatives`` of them are instead positives of *other* queries of ``queries``, from
+    other files and never graded for this query, labelled 0: every positive passage is then a negative
+    somewhere else, so a model cannot score a passage without reading the query. When a query has too few
+    graded others, more of these fill its groups before anything is repeated, and with them a query whose
+    candidates were all graded relevant still trains. Every loss trains on the rows this returns.
     """
     rng = random.Random(seed)
     by_query = group_by_query(judgments)
+    positives_of = {q.id: [j for j in by_query.get(q.id, []) if j.grade >= positive_min_grade] for q in queries}
+    pool = sorted({j.chunk_id for found in positives_of.values() for j in found}) if cross_query_negatives else []
     rows = []
     for query in queries:
         graded = by_query.get(query.id, [])
-        positives = [j for j in graded if j.grade >= positive_min_grade]
-        others = [j for j in graded if j.grade <= max_other_grade]
-        if not positives or not others:
+        positives = positives_of[query.id]
+        others = [(j.chunk_id, float(j.grade)) for j in graded if j.grade <= max_other_grade]
+        judged = {j.chunk_id for j in graded}
+        sources = {chunks[j.chunk_id].source for j in positives} | {chunks[query.chunk_id].source}
+        foreign = [(c, 0.0) for c in pool if c not in judged and chunks[c].source not in sources]
+        if not positives or not (others or foreign):
             continue
+        k = group_size - 1
+        n_foreign = k if not others else min(len(foreign), max(cross_query_negatives, k - len(others)))
         for positive in positives:
-            k = group_size - 1
-            picked = rng.sample(others, k) if len(others) >= k else others + rng.choices(others, k=k - len(others))
-            members = [positive, *picked]
+            picked = _pick(rng, others, k - n_foreign) + _pick(rng, foreign, n_foreign)
+            members = [(positive.chunk_id, float(positive.grade)), *picked]
             rows.append(
                 {
                     "query": query.text,
-                    "docs": [chunks[j.chunk_id].text for j in members],
-                    "labels": [float(j.grade) for j in members],
+                    "docs": [chunks[chunk_id].text for chunk_id, _ in members],
+                    "labels": [label for _, label in members],
                 }
             )
     return rows
+
+
+def _pick(rng: random.Random, items: list[Any], n: int) -> list[Any]:
+    """``n`` items sampled without repeats while there are enough, then repeated."""
+    if n <= 0:
+        return []
+    return rng.sample(items, n) if len(items) >= n else items + rng.choices(items, k=n - len(items))
 
 
 def _other_grade_limit(loss: str, grade: GradeConfig) -> int:
@@ -134,6 +152,7 @@ def run(ctx: StageContext) -> StageResult:
             positive_min_grade=grade_cfg.positive_min_grade,
             max_other_grade=_other_grade_limit(cfg.loss, grade_cfg),
             seed=cfg.seed,
+            cross_query_negatives=cfg.cross_query_negatives,
         )
 
     rows = groups(train_ids)
