@@ -156,18 +156,18 @@ class TrainConfig(Section):
 
     backbone: str = Field(DEFAULT_MINILM, description="Hugging Face id or local path of the cross-encoder to tune.")
     loss: Literal["lce", "wasserstein", "bce", "listnet", "lambda"] = Field(
-        "lce", description="lce, wasserstein (SyCL), bce (graded, BiXSE), listnet or lambda (sentence-transformers)."
+        "bce", description="lce, wasserstein (SyCL), bce (graded, BiXSE), listnet or lambda (sentence-transformers)."
     )
     group_size: int = Field(4, ge=2, description="Documents per query group: 1 positive + group_size-1 others.")
     cross_query_negatives: int = Field(
-        0, ge=0, description="Others per group that are positives of other queries (label 0): no LLM call needed."
+        2, ge=0, description="Others per group that are positives of other queries (label 0): no LLM call needed."
     )
     epochs: float = 4.0
     batch_size: int = Field(4, gt=0, description="Query groups per step (per device).")
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="Steps whose gradients add up before an update: a larger effective batch in less memory."
     )
-    learning_rate: float = 3e-5
+    learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     max_length: int = Field(
         256, description="Token cap per (query, passage) pair; training uses the data's own longest pair if shorter."

@@ -74,7 +74,7 @@ def test_training_keeps_the_best_checkpoint_and_writes_a_model_card(fake_build) 
     zeros = sum(1 for j in judgments if j["grade"] == 0)
     assert "## Built by rerankforge" in card
     assert f"| training groups | {train['groups']} of {train['group_size']} documents |" in card
-    assert f"0: {zeros}" in card and "Loss: `lce`" in card and "| `learning_rate` |" in card
+    assert f"0: {zeros}" in card and "Loss: `bce`" in card and "| `learning_rate` |" in card
     assert f"{dev['best_ndcg@10']:.4f}" in card
 
 
