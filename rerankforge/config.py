@@ -4,7 +4,7 @@ Example:
     >>> from rerankforge.config import BuildConfig
     >>> cfg = BuildConfig(docs="examples/docs")
     >>> cfg.train.loss
-    'lce'
+    'bce'
 """
 
 from __future__ import annotations
