@@ -168,4 +168,4 @@ def test_torchrun_trains_on_two_processes_and_rank_0_alone_writes(
     assert (run_dir / "model" / "model.safetensors").is_file()
     assert not (run_dir / "train" / "checkpoints").exists()
     assert (run_dir / "llm_cache.jsonl").read_bytes() == cache_before  # no rank asked the LLM
-    assert done.stdout.count("train") >= 1 and "Another build is running" not in done.stderr
+    assert "Another build is running" not in done.stderr  # the followers never took the run lock
