@@ -1,7 +1,7 @@
 # rerankforge images. Not built in this repository's CI (no Docker engine there); kept plain and pinned.
 #
 #   docker build -t rerankforge .                    # build image: `rerankforge build` in CI pipelines
-#   docker build --target serve -t rerankforge-serve .   # serving image: onnxruntime only, no torch
+#   docker build --target serve -t rerankforge-serve .   # serving image: onnxruntime/OpenVINO, no torch
 #
 #   docker run --rm -v "$PWD/docs:/data/docs" -v "$PWD/run:/data/run" rerankforge \
 #       build /data/docs --run-dir /data/run --yes
@@ -31,7 +31,7 @@ WORKDIR /data
 ENTRYPOINT ["rerankforge"]
 CMD ["--help"]
 
-# ---- serving image: onnxruntime + tokenizers + fastapi, no torch ----
+# ---- serving image: onnxruntime + OpenVINO + tokenizers + fastapi, no torch ----
 FROM ${PYTHON_IMAGE} AS serve
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src

@@ -102,8 +102,13 @@ def dense_candidates(args: argparse.Namespace) -> dict:
 
 def prepare_model(train: list[dict]) -> Path:
     """Fine-tune a MiniLM cross-encoder (BCE) on the train queries, save and export it with rerankforge."""
+    from rerankforge.stages.export import export_model
+
     model_dir = CACHE / f"model-{len(train)}"
-    if (model_dir / "onnx" / "model_qint8_static.onnx").is_file():
+    if (model_dir / "model.safetensors").is_file():
+        if not (model_dir / "openvino" / "openvino_model_qint8_quantized.xml").is_file():  # exported before OpenVINO
+            calibration = [(item["query"], doc) for item in train[:16] for doc in item["docs"][:4]]
+            export_model(model_dir, max_length=MAX_LENGTH, calibration_pairs=calibration)
         return model_dir
     import torch
     from datasets import Dataset
@@ -115,7 +120,6 @@ def prepare_model(train: list[dict]) -> Path:
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     from rerankforge.models import resolve_model
-    from rerankforge.stages.export import export_model
 
     torch.manual_seed(13)
     rows = {"query": [], "doc": [], "label": []}
@@ -161,7 +165,7 @@ def graph_optimized_copy(model_dir: Path, tmp: Path) -> Path:
     from rerankforge.stages.export import quantize_int8
 
     copy = tmp / "model"
-    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("model_qint8*.onnx"))
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("model_qint8*.onnx", "openvino"))
     optimized = optimize_model(str(copy / "onnx" / "model.onnx"), model_type="bert", num_heads=0, hidden_size=0)
     print(
         "onnxruntime transformer optimizer fusions:",
@@ -280,7 +284,7 @@ def main() -> None:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from rerankforge.serve.runtime import ONNX_VARIANTS, Reranker
+    from rerankforge.serve.runtime import Reranker, available_variants
 
     data = dense_candidates(args)
     model_dir = prepare_model(data["train"][: args.train_queries])
@@ -297,17 +301,16 @@ def main() -> None:
         return list(cross_encoder.predict(pairs, batch_size=BATCH, show_progress_bar=False))
 
     systems["torch_fp32"] = {"latencies": time_system(torch_predict, timing), "scores": None}
-    for variant, file in ONNX_VARIANTS.items():
-        if (model_dir / "onnx" / file).is_file():
-            reranker = Reranker(model_dir, variant=variant)  # its own default batch size
+    for variant in available_variants(model_dir):
+        reranker = Reranker(model_dir, variant=variant)  # its own default batch size
 
-            def score(pairs: list[tuple[str, str]], reranker: Reranker = reranker) -> list[float]:
-                return list(reranker.score_pairs(pairs).logits)
+        def score(pairs: list[tuple[str, str]], reranker: Reranker = reranker) -> list[float]:
+            return list(reranker.score_pairs(pairs).logits)
 
-            systems[f"rerankforge_{variant}"] = {
-                "latencies": time_system(score, timing),
-                "scores": [score(pairs) for pairs in quality],
-            }
+        systems[f"rerankforge_{variant}"] = {
+            "latencies": time_system(score, timing),
+            "scores": [score(pairs) for pairs in quality],
+        }
     with tempfile.TemporaryDirectory() as tmp:  # onnxruntime's offline transformer fusions, for comparison
         optimized = graph_optimized_copy(model_dir, Path(tmp))
         for variant in ("fp32", "int8"):
@@ -363,7 +366,7 @@ def main() -> None:
             f"{name:28s} {rates[name]:8.1f} {rates[name] / base:8.2f} {1e3 * statistics.median(lat):8.0f} "
             f"{1e3 * float(np.percentile(lat, 95)):8.0f} {ndcg:8.4f}"
         )
-    for variant in ("int8", "int8_static"):
+    for variant in ("int8", "int8_static", "openvino", "openvino_int8"):
         name = f"rerankforge_{variant}"
         if name in rates:
             st = f", {rates[name] / rates['st_onnx_qint8']:.2f}x st qint8" if "st_onnx_qint8" in rates else ""

@@ -236,7 +236,12 @@ class ExportConfig(Section):
         description="Also write a static (QDQ) int8 model calibrated on the build's own pairs; it is served "
         "when it is the fastest variant within 1 nDCG point of fp32.",
     )
-    calibration_pairs: int = Field(64, ge=1, description="Pairs used to calibrate the static int8 model.")
+    openvino: bool = Field(
+        True,
+        description="Also write an OpenVINO int8 model (NNCF, calibrated on the build's pairs) when openvino and "
+        "nncf are installed; like every variant, it is served when it is the fastest within 1 nDCG point of fp32.",
+    )
+    calibration_pairs: int = Field(64, ge=1, description="Pairs used to calibrate the static int8 models.")
     opset: int = 17
     parity_tolerance: float = Field(1e-4, description="Max |torch - onnx fp32| score difference allowed.")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rerankforge.errors import StageError
-from rerankforge.serve.runtime import METADATA_FILE, Reranker
+from rerankforge.serve.runtime import METADATA_FILE, VARIANTS, Reranker, available_variants
 from rerankforge.stages.export import export_model
 
 MAX_LENGTH = 128
@@ -65,7 +65,9 @@ def test_export_writes_the_onnx_layout(exported_model: tuple[Path, dict]) -> Non
     assert meta["max_length"] == MAX_LENGTH
     assert meta["pad_token"] == "[PAD]" and meta["pad_token_id"] == 0
     assert meta["parity"] == summary
-    assert summary["onnx_fp32"] == "onnx/model.onnx" and summary["onnx_int8"] == "onnx/model_qint8.onnx"
+    assert summary["file_fp32"] == "onnx/model.onnx" and summary["file_int8"] == "onnx/model_qint8.onnx"
+    # no calibration pairs were given: no static int8 model of either engine
+    assert "file_int8_static" not in summary and "file_openvino_int8" not in summary
     assert summary["max_abs_diff_fp32"] <= 1e-4
     assert summary["max_abs_diff_int8"] < 0.1
 
@@ -140,3 +142,71 @@ def test_export_refuses_a_parity_failure(minilm_path: str, tmp_path: Path) -> No
     with pytest.raises(StageError, match=r"ONNX fp32 scores differ from torch by .* export\.parity_tolerance 1e-12"):
         export_model(model_dir, max_length=32, quantize=False, parity_tolerance=1e-12)
     assert not (model_dir / "onnx" / "model_qint8.onnx").exists()
+
+
+def _clearly_ordered_pairs_kept(reference: np.ndarray, other: np.ndarray) -> list[tuple[int, int]]:
+    """Pairs of documents the reference separates by more than 0.01 that ``other`` puts the other way round."""
+    clear = [(i, j) for i in range(len(reference)) for j in range(len(reference)) if reference[i] - reference[j] > 0.01]
+    assert len(clear) >= 5
+    return [(i, j) for i, j in clear if not other[i] > other[j]]
+
+
+def test_openvino_variants_are_written_and_stay_faithful(onnx_model_dir: Path) -> None:
+    """The calibrated export writes the NNCF int8 IR where sentence-transformers' OpenVINO backend looks for it;
+    OpenVINO's bf16/fp32 run of the fp32 file and its int8 model keep the fp32 ranking."""
+    meta = json.loads((onnx_model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+    parity = meta["parity"]
+    assert parity["file_openvino_int8"] == "openvino/openvino_model_qint8_quantized.xml"
+    assert (onnx_model_dir / "openvino/openvino_model_qint8_quantized.bin").is_file()
+    assert set(available_variants(onnx_model_dir)) == set(VARIANTS)
+    fp32 = Reranker(onnx_model_dir, variant="fp32").logits(QUERY, DOCS)
+    for variant in ("openvino", "openvino_int8"):
+        reranker = Reranker(onnx_model_dir, variant=variant)
+        assert reranker.engine == "openvino" and reranker.precision in ("bf16", "f32")
+        scores = reranker.logits(QUERY, DOCS)
+        assert float(np.max(np.abs(scores - fp32))) < 0.1
+        assert 0 < parity[f"max_abs_diff_{variant}"] < 0.1
+        assert _clearly_ordered_pairs_kept(fp32, scores) == []
+
+
+def test_quantizing_for_openvino_keeps_nncf_telemetry_off_and_opens_no_connection(onnx_model_dir: Path) -> None:
+    """NNCF sends usage telemetry unless told not to; an export must open no socket at all."""
+    code = f"""
+import sys
+connections = []
+sys.addaudithook(lambda event, args: connections.append(args) if event == "socket.connect" else None)
+from pathlib import Path
+from rerankforge.stages.export import calibration_feeds, quantize_openvino
+model = Path({str(onnx_model_dir)!r})
+import shutil, tempfile
+copy = Path(tempfile.mkdtemp()) / "model"
+shutil.copytree(model, copy)
+quantize_openvino(copy / "onnx" / "model.onnx", calibration_feeds(copy, [("battery", "nine hours")] * 2))
+from nncf.telemetry import decorator, wrapper
+assert not isinstance(decorator.telemetry, wrapper.NNCFTelemetry), type(decorator.telemetry)
+assert not isinstance(wrapper.telemetry, wrapper.NNCFTelemetry), type(wrapper.telemetry)
+assert (copy / "openvino" / "openvino_model_qint8_quantized.xml").is_file()
+print("connections", connections)
+"""
+    import subprocess
+    import sys
+
+    # a fresh interpreter: pytest's own import of NNCF would switch its telemetry off for the wrong reason
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "connections []" in done.stdout
+    assert "Statistics collection" not in done.stdout + done.stderr  # NNCF's progress bars are not printed
+
+
+def test_export_removes_the_files_of_variants_it_no_longer_writes(onnx_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(onnx_model_dir, model_dir)
+    assert "openvino_int8" in available_variants(model_dir)
+    calibration = [(QUERY, d) for d in DOCS[:4]]
+    summary = export_model(model_dir, max_length=MAX_LENGTH, calibration_pairs=calibration, openvino=False)
+    assert not (model_dir / VARIANTS["openvino_int8"].path).exists()
+    assert not (model_dir / VARIANTS["openvino_int8"].path).with_suffix(".bin").exists()
+    assert "openvino_int8" not in available_variants(model_dir)
+    assert "file_openvino_int8" not in summary and summary["file_int8_static"] == VARIANTS["int8_static"].path

@@ -47,12 +47,13 @@ def test_every_stage_runs_and_writes_its_manifest(built) -> None:
 
 
 def test_export_measures_every_variant_and_serves_the_fastest_within_a_point(built) -> None:
-    from rerankforge.serve.runtime import ONNX_VARIANTS, Reranker
+    from rerankforge.serve.runtime import VARIANTS, Reranker
 
     result, _, run_dir = built
     meta = json.loads((run_dir / "model" / "rerankforge.json").read_text())
     variants = meta["variants"]
-    assert set(variants) == set(ONNX_VARIANTS)  # fp32, dynamic int8, static int8 (calibrated on the build's pairs)
+    # fp32, dynamic int8, static int8 (calibrated on the build's pairs), OpenVINO on fp32 and OpenVINO int8
+    assert set(variants) == set(VARIANTS)
     for stats in variants.values():
         assert stats["pairs_per_s"] > 0 and 0 <= stats["ndcg@10"] <= 1
         assert stats["ndcg_loss"] == round(variants["fp32"]["ndcg@10"] - stats["ndcg@10"], 4)

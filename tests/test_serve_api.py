@@ -201,10 +201,11 @@ def test_every_route_but_health_needs_the_token(onnx_model_dir: Path, path: str)
     assert client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("variant", ["fp32", "int8_static", "int8"])
+@pytest.mark.parametrize("variant", ["fp32", "int8_static", "int8", "openvino_int8"])
 def test_concurrent_requests_get_the_results_they_get_alone(onnx_model_dir: Path, variant: str) -> None:
     """fp32 and static int8 share batches across requests; dynamic int8 (activation scales computed per batch)
-    scores each request on its own, so its results never depend on who else was asking."""
+    and OpenVINO (shape-dependent accumulation) score each request on its own, so results never depend on who
+    else was asking."""
     client = TestClient(create_app(onnx_model_dir, variant=variant, config=ServeConfig(max_wait_ms=50)))
     queries = [f"{QUERY} {i}" for i in range(12)]
     docs_for = {q: DOCS[i % 4 :] + DOCS[: i % 4] + [LONG[: 40 * i]] for i, q in enumerate(queries)}
@@ -222,7 +223,7 @@ def test_concurrent_requests_get_the_results_they_get_alone(onnx_model_dir: Path
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
-    exact = 0.0 if variant == "int8" else 1e-5
+    exact = 0.0 if variant in ("int8", "openvino_int8") else 1e-5
     for query in queries:
         got, want = results[query]["results"], sequential[query]["results"]
         assert [r["index"] for r in got] == [r["index"] for r in want]
@@ -230,4 +231,34 @@ def test_concurrent_requests_get_the_results_they_get_alone(onnx_model_dir: Path
     after = metric_samples(client)
     batches = after[("rerankforge_batches_total", ())] - before[("rerankforge_batches_total", ())]
     assert batches < len(queries), f"{len(queries)} concurrent requests ran in {batches} micro-batches"
-    assert Reranker(onnx_model_dir, variant=variant).batch_invariant == (variant != "int8")
+    assert Reranker(onnx_model_dir, variant=variant).batch_invariant == (variant in ("fp32", "int8_static"))
+
+
+def test_a_recommended_openvino_variant_falls_back_when_openvino_is_missing(
+    onnx_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A serving image without OpenVINO still serves: the fastest variant within a point that it can run."""
+    import json
+    import shutil
+    import sys
+
+    from rerankforge.errors import MissingDependencyError
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(onnx_model_dir, model_dir)
+    meta_path = model_dir / "rerankforge.json"
+    meta = json.loads(meta_path.read_text())
+    meta["recommended_variant"] = "openvino_int8"
+    meta["variants"] = {
+        "fp32": {"pairs_per_s": 20.0, "ndcg_loss": 0.0},
+        "int8": {"pairs_per_s": 40.0, "ndcg_loss": 0.05},  # fast but loses 5 points: not eligible
+        "int8_static": {"pairs_per_s": 30.0, "ndcg_loss": 0.004},
+        "openvino_int8": {"pairs_per_s": 70.0, "ndcg_loss": 0.0},
+    }
+    meta_path.write_text(json.dumps(meta))
+    assert Reranker(model_dir).variant == "openvino_int8"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what Python does for a package that is not installed
+    assert Reranker(model_dir).variant == "int8_static"
+    assert "openvino is not installed" in caplog.text
+    with pytest.raises(MissingDependencyError, match=r"pip install 'rerankforge\[serve\]'"):
+        Reranker(model_dir, variant="openvino")

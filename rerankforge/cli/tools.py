@@ -178,10 +178,11 @@ def serve_command(
         str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (or set RERANKFORGE_API_KEY).")
     ] = None,
     variant: Annotated[
-        str | None, typer.Option(help="ONNX variant: fp32, int8, int8_static (default: the export's choice).")
+        str | None,
+        typer.Option(help="Model variant: fp32, int8, int8_static, openvino, openvino_int8 (default: the export's)."),
     ] = None,
     int8: Annotated[bool | None, typer.Option("--int8/--fp32", help="Shorthand for --variant int8 / fp32.")] = None,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime threads (default: usable cores).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: usable cores).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs per forward pass.")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="Micro-batching wait for concurrent requests.")] = None,
     long_documents: Annotated[

@@ -1,4 +1,4 @@
-"""The ONNX reranker runtime: tokenizers + onnxruntime, no torch.
+"""The reranker runtime: tokenizers + onnxruntime (or OpenVINO), no torch.
 
 Pairs are tokenized once, sorted by length and batched so that a batch pads only to its own longest pair;
 documents longer than the model's window are truncated (counted) or, on request, scored as the max over
@@ -13,8 +13,11 @@ Example:
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +28,52 @@ import numpy as np
 from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.fusion import fuse
 
+logger = logging.getLogger(__name__)
+
 METADATA_FILE = "rerankforge.json"
-# The ONNX files an export writes (sentence-transformers' ONNX backend reads them with model_kwargs file_name).
-ONNX_VARIANTS = {
-    "fp32": "model.onnx",
-    "int8": "model_qint8.onnx",  # dynamic quantization: int8 weights, activations quantized per batch
-    "int8_static": "model_qint8_static.onnx",  # static QDQ: activation ranges calibrated on the build's pairs
+Engine = Literal["onnxruntime", "openvino"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One servable form of the exported model."""
+
+    path: str  # relative to the model folder
+    engine: Engine
+    # False: a pair's score depends on its batch-mates (activation scales per batch; OpenVINO's kernels
+    # accumulate in a shape-dependent order, about 4e-4 on a logit), so the server scores requests apart
+    batch_invariant: bool
+
+
+VARIANTS = {
+    "fp32": Variant("onnx/model.onnx", "onnxruntime", True),
+    # dynamic quantization: int8 weights, activations quantized per batch
+    "int8": Variant("onnx/model_qint8.onnx", "onnxruntime", False),
+    # static QDQ: activation ranges calibrated on the build's pairs
+    "int8_static": Variant("onnx/model_qint8_static.onnx", "onnxruntime", True),
+    # the fp32 ONNX file compiled by OpenVINO at its default CPU precision (bf16 where the CPU has it)
+    "openvino": Variant("onnx/model.onnx", "openvino", False),
+    # NNCF static int8 (calibrated on the build's pairs) as OpenVINO IR, in the file name sentence-transformers'
+    # OpenVINO backend reads
+    "openvino_int8": Variant("openvino/openvino_model_qint8_quantized.xml", "openvino", False),
 }
+# The ONNX files an export writes (sentence-transformers' ONNX backend reads them with model_kwargs file_name).
+ONNX_VARIANTS = {name: Path(v.path).name for name, v in VARIANTS.items() if v.engine == "onnxruntime"}
 LongDocuments = Literal["truncate", "window"]
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:
     path = model_dir / METADATA_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def engine_installed(engine: Engine) -> bool:
+    return importlib.util.find_spec(engine) is not None
+
+
+def available_variants(model_dir: Path) -> list[str]:
+    """The variants of an exported model that this machine can run: the file is there and its engine installed."""
+    return [name for name, v in VARIANTS.items() if (Path(model_dir) / v.path).is_file() and engine_installed(v.engine)]
 
 
 def usable_cores() -> int:
@@ -64,15 +100,73 @@ class PairScores:
         return int(self.cut.sum())
 
 
+class _OnnxRuntimeEngine:
+    """One onnxruntime CPU session; ``run`` is safe to call from several threads."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.precision = "int8" if "qint8" in path.name else "fp32"
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, feed)[0]
+
+
+class _OpenVINOEngine:
+    """An OpenVINO model compiled for the CPU, latency-tuned; one infer request per calling thread."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.compiled = core.compile_model(
+            core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        )
+        self.input_names = {name for port in self.compiled.inputs for name in port.get_names()}
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # bf16 or f32
+        self._local = threading.local()
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        request = getattr(self._local, "request", None)
+        if request is None:  # an infer request is not thread-safe: each thread gets its own
+            request = self._local.request = self.compiled.create_infer_request()
+        return np.array(request.infer(feed)[0])  # a copy: the request reuses its output memory
+
+
+def _default_variant(model_dir: Path, meta: dict[str, Any]) -> str:
+    """The export's recommendation if this machine can run it, else the fastest eligible variant it can run."""
+    recommended = meta.get("recommended_variant") or ("int8" if meta.get("int8_recommended") else "fp32")
+    if recommended not in VARIANTS or engine_installed(VARIANTS[recommended].engine):
+        return recommended
+    runnable = set(available_variants(model_dir))
+    stats = meta.get("variants", {})
+    eligible = [n for n, st in stats.items() if n in runnable and st.get("ndcg_loss", 1.0) <= 0.01]
+    fallback = max(eligible, key=lambda n: stats[n].get("pairs_per_s", 0.0)) if eligible else "fp32"
+    logger.warning(
+        "%s recommends the %s variant, but %s is not installed (pip install 'rerankforge[serve]'): serving %s.",
+        model_dir,
+        recommended,
+        VARIANTS[recommended].engine,
+        fallback,
+    )
+    return fallback
+
+
 class Reranker:
     """Scores (query, document) pairs with an exported ONNX cross-encoder.
 
     Args:
         model_dir: a folder written by ``rerankforge build``/``export`` (``onnx/model*.onnx`` + tokenizer).
-        variant: which ONNX file, a key of :data:`ONNX_VARIANTS`; ``None``: the export's recommendation (the
-            fastest variant whose nDCG on the held-out queries is within 1 point of fp32), else fp32.
+        variant: which model file and engine, a key of :data:`VARIANTS`; ``None``: the export's recommendation
+            (the fastest variant whose nDCG on the held-out queries is within 1 point of fp32), else fp32.
         quantized: shorthand when ``variant`` is None: True is ``"int8"``, False is ``"fp32"``.
-        threads: intra-op threads for onnxruntime (default: the cores this process may use).
+        threads: inference threads (default: the cores this process may use).
         batch_size: pairs per forward pass (pairs are sorted by length first, so batches pad little).
         long_documents: ``"truncate"`` cuts a document that does not fit next to the query (counted);
             ``"window"`` scores overlapping windows of it and keeps the best.
@@ -88,33 +182,33 @@ class Reranker:
         batch_size: int = 8,
         long_documents: LongDocuments = "truncate",
     ) -> None:
-        try:
-            import onnxruntime as ort
-            from tokenizers import Tokenizer
-        except ImportError as exc:
-            raise MissingDependencyError("onnxruntime", "serve", "Serving a reranker") from exc
         if long_documents not in ("truncate", "window"):
             raise InputError(f"long_documents must be 'truncate' or 'window', not {long_documents!r}.")
         self.model_dir = Path(model_dir)
         meta = read_metadata(self.model_dir)
         if variant is None:
-            if quantized is None:
-                variant = meta.get("recommended_variant") or ("int8" if meta.get("int8_recommended") else "fp32")
-            else:
-                variant = "int8" if quantized else "fp32"
-        if variant not in ONNX_VARIANTS:
-            raise InputError(f"Unknown ONNX variant {variant!r}: use one of {', '.join(ONNX_VARIANTS)}.")
-        onnx_path = self.model_dir / "onnx" / ONNX_VARIANTS[variant]
+            variant = _default_variant(self.model_dir, meta) if quantized is None else ("int8" if quantized else "fp32")
+        if variant not in VARIANTS:
+            raise InputError(f"Unknown model variant {variant!r}: use one of {', '.join(VARIANTS)}.")
+        spec = VARIANTS[variant]
+        try:
+            from tokenizers import Tokenizer
+
+            engine_class = _OpenVINOEngine if spec.engine == "openvino" else _OnnxRuntimeEngine
+            __import__(spec.engine)
+        except ImportError as exc:
+            raise MissingDependencyError(spec.engine, "serve", "Serving a reranker") from exc
+        model_path = self.model_dir / spec.path
         tokenizer_path = self.model_dir / "tokenizer.json"
-        if not onnx_path.is_file() or not tokenizer_path.is_file():
+        if not model_path.is_file() or not tokenizer_path.is_file():
             raise InputError(
-                f"{self.model_dir} has no {onnx_path.relative_to(self.model_dir)} or tokenizer.json. Pass the "
-                "model folder of a finished build, or run `rerankforge export MODEL_DIR` first."
+                f"{self.model_dir} has no {spec.path} or tokenizer.json. Pass the model folder of a finished "
+                "build, or run `rerankforge export MODEL_DIR` first."
             )
-        self.onnx_path = onnx_path
+        self.onnx_path = model_path
         self.variant = variant
-        # dynamic quantization computes activation scales per batch: a pair's score depends on its batch-mates
-        self.batch_invariant = variant != "int8"
+        self.engine = spec.engine
+        self.batch_invariant = spec.batch_invariant
         self.max_length = int(meta.get("max_length", 512))
         self.fusion_alpha: float | None = meta.get("fusion_alpha")
         self.batch_size = batch_size
@@ -128,13 +222,10 @@ class Reranker:
         self._measure.no_padding()
         self._measure.no_truncation()
         self._pair_specials = self.tokenizer.num_special_tokens_to_add(is_pair=True)
-        options = ort.SessionOptions()
         self.threads = threads or usable_cores()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        self._engine = engine_class(model_path, self.threads)
+        self.input_names = self._engine.input_names
+        self.precision = self._engine.precision
 
     # --- token bookkeeping -------------------------------------------------------------------------
 
@@ -182,7 +273,7 @@ class Reranker:
                 ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             feed = {k: v for k, v in feed.items() if k in self.input_names}
-            out[idx] = self.session.run(None, feed)[0].reshape(-1)
+            out[idx] = self._engine.run(feed).reshape(-1)
             batches += 1
         return out, int(lengths.sum()), batches
 

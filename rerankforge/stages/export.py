@@ -1,19 +1,24 @@
-"""Stage 7: export the trained cross-encoder to ONNX (fp32 and dynamic int8) with a parity check.
+"""Stage 7: export the trained cross-encoder to ONNX (fp32 and int8) and OpenVINO int8, with a parity check.
 
-Layout (what sentence-transformers' ONNX backend and other ONNX servers read)::
+Layout (what sentence-transformers' ONNX and OpenVINO backends and other ONNX servers read)::
 
     model/                 tokenizer + config + torch weights
     model/onnx/model.onnx  fp32
-    model/onnx/model_qint8.onnx
-    model/rerankforge.json max length, parity figures
+    model/onnx/model_qint8.onnx          dynamic int8
+    model/onnx/model_qint8_static.onnx   static int8 (QDQ), calibrated on the build's pairs
+    model/openvino/openvino_model_qint8_quantized.xml (+ .bin)   NNCF static int8, calibrated likewise
+    model/rerankforge.json max length, parity figures, the variant to serve
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import io
 import itertools
 import json
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -25,9 +30,9 @@ import numpy as np
 from rerankforge.artifacts import Chunk, Query, read_jsonl, write_json
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.pipeline import StageContext, StageResult
-from rerankforge.serve.runtime import METADATA_FILE, ONNX_VARIANTS, Reranker
+from rerankforge.serve.runtime import METADATA_FILE, ONNX_VARIANTS, VARIANTS, Reranker, available_variants
 
-VERSION = "3"
+VERSION = "4"
 
 
 def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
@@ -133,6 +138,54 @@ def quantize_int8(fp32: Path, calibration: list[dict[str, np.ndarray]] | None = 
     return written
 
 
+def _import_nncf() -> Any:
+    """NNCF with its usage telemetry off: a build opens no connection of its own accord."""
+    saved = {k: os.environ.get(k) for k in ("NNCF_CI", "CI")}
+    os.environ.update({"NNCF_CI": "1", "CI": "true"})  # both read once, when NNCF and its telemetry load
+    try:
+        import nncf
+        from nncf.telemetry import decorator, wrapper
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    stub = wrapper.NNCFTelemetryStub()
+    wrapper.telemetry = decorator.telemetry = stub  # in case NNCF was imported earlier without the switch
+    return nncf
+
+
+def openvino_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
+
+
+def quantize_openvino(fp32: Path, calibration: list[dict[str, np.ndarray]]) -> Path:
+    """NNCF static int8 quantization of ``fp32`` for OpenVINO, calibrated on the build's own tokenized pairs.
+
+    MatMuls get int8 weights and activations with ranges fixed from ``calibration``; the other ops keep float
+    (OpenVINO runs them in bf16 where the CPU has it). Written as IR next to the ONNX files.
+    """
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise MissingDependencyError("openvino", "build", "OpenVINO int8 export") from exc
+    nncf = _import_nncf()
+    target = fp32.parent.parent / VARIANTS["openvino_int8"].path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = ov.Core().read_model(str(fp32))
+    with _quiet_root_logger(), _quiet_nncf():
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(calibration),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration),
+        )
+    # fp32 for the weights that stay float (embeddings, norms): fp16 storage would cost parity for no speed
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    return target
+
+
 def calibration_feeds(model_dir: Path, pairs: list[tuple[str, str]]) -> list[dict[str, np.ndarray]]:
     """One model input per pair (batch of one, no padding), tokenized exactly as the runtime does."""
     reranker = Reranker(model_dir, variant="fp32")
@@ -141,6 +194,19 @@ def calibration_feeds(model_dir: Path, pairs: list[tuple[str, str]]) -> list[dic
         feed = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
         feeds.append({k: np.array([v], dtype=np.int64) for k, v in feed.items() if k in reranker.input_names})
     return feeds
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs at INFO and draws rich progress bars on stdout; library code must not print."""
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        nncf_logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -183,12 +249,16 @@ def export_model(
     parity_tolerance: float = 1e-4,
     parity_pairs: list[tuple[str, str]] | None = None,
     calibration_pairs: list[tuple[str, str]] | None = None,
+    static_int8: bool = True,
+    openvino: bool = True,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Export a saved CrossEncoder folder to ``onnx/model.onnx`` (+ int8 variants), check parity.
 
-    With ``quantize``: ``onnx/model_qint8.onnx`` (dynamic); with ``calibration_pairs`` too:
-    ``onnx/model_qint8_static.onnx`` (static QDQ, calibrated on those pairs).
+    With ``quantize``: ``onnx/model_qint8.onnx`` (dynamic); with ``calibration_pairs`` too,
+    ``onnx/model_qint8_static.onnx`` (static QDQ, if ``static_int8``) and
+    ``openvino/openvino_model_qint8_quantized.xml`` (NNCF static int8, if ``openvino`` and OpenVINO and NNCF
+    are installed), both calibrated on those pairs. Files of variants not written this time are removed.
 
     Returns the parity summary, also stored in ``rerankforge.json``. Raises :class:`StageError` when the
     fp32 export differs from torch by more than ``parity_tolerance``.
@@ -199,6 +269,9 @@ def export_model(
 
     report = progress or (lambda done, total, note="": None)
     model = load_cross_encoder(str(model_dir), max_length)
+    for spec in VARIANTS.values():  # an earlier export's files must not pass for this model's
+        (model_dir / spec.path).unlink(missing_ok=True)
+        (model_dir / spec.path).with_suffix(".bin").unlink(missing_ok=True)
     report(0, 3, "exporting fp32")
     fp32 = export_onnx(model, model_dir / "onnx", opset)
     tokenizer = model.tokenizer
@@ -231,16 +304,24 @@ def export_model(
             f"{parity_tolerance}). The export is wrong; please report this with the backbone name."
         )
     summary: dict[str, Any] = {
-        "onnx_fp32": "onnx/model.onnx",
+        "file_fp32": VARIANTS["fp32"].path,
         "max_abs_diff_fp32": max_diff,
         "pairs": len(pairs),
     }
     if quantize:
         report(2, 3, "quantizing int8")
         feeds = calibration_feeds(model_dir, calibration_pairs) if calibration_pairs else None
-        for path in quantize_int8(fp32, feeds):
-            variant = next(name for name, file in ONNX_VARIANTS.items() if file == path.name)
-            summary[f"onnx_{variant}"] = f"onnx/{path.name}"
+        written = quantize_int8(fp32, feeds if static_int8 else None)
+        if feeds and openvino:
+            if openvino_available():
+                written.append(quantize_openvino(fp32, feeds))
+            else:
+                summary["openvino_int8_skipped"] = "openvino or nncf is not installed: pip install 'rerankforge[build]'"
+        for path in written:
+            variant = next(name for name, spec in VARIANTS.items() if model_dir / spec.path == path)
+            summary[f"file_{variant}"] = VARIANTS[variant].path
+    for variant in available_variants(model_dir):
+        if variant != "fp32":
             summary[f"max_abs_diff_{variant}"] = float(np.max(np.abs(torch_logits - onnx_logits(variant))))
     write_json(model_dir / METADATA_FILE, {**meta, "parity": summary})
     report(3, 3)
@@ -256,9 +337,7 @@ def choose_variant(ctx: StageContext, model_dir: Path, speed_pairs: list[tuple[s
 
     k = ctx.config.evaluate.k
     variants: dict[str, dict[str, float]] = {}
-    for name, file in ONNX_VARIANTS.items():
-        if not (model_dir / "onnx" / file).is_file():
-            continue
+    for name in available_variants(model_dir):
         reranker = Reranker(model_dir, variant=name)
         # alpha fixed: only the reranker's own ranking matters here, no need to search a fusion weight
         result = compare_on_dev(
@@ -293,7 +372,9 @@ def run(ctx: StageContext) -> StageResult:
         quantize=cfg.quantize,
         parity_tolerance=cfg.parity_tolerance,
         parity_pairs=pairs,
-        calibration_pairs=pairs[: cfg.calibration_pairs] if cfg.static_int8 else None,
+        calibration_pairs=pairs[: cfg.calibration_pairs],
+        static_int8=cfg.static_int8,
+        openvino=cfg.openvino,
         progress=ctx.progress,
     )
     meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
@@ -305,6 +386,7 @@ def run(ctx: StageContext) -> StageResult:
         meta["variants"] = summary["variants"]
     write_json(model_dir / METADATA_FILE, meta)
     summary["fusion_alpha"] = meta["fusion_alpha"]
-    onnx_files = [f"onnx/{file}" for file in ONNX_VARIANTS.values() if (model_dir / "onnx" / file).is_file()]
-    names = [METADATA_FILE, *onnx_files]
+    files = sorted({VARIANTS[name].path for name in available_variants(model_dir)})
+    files += [f.replace(".xml", ".bin") for f in files if f.endswith(".xml")]
+    names = [METADATA_FILE, *files]
     return StageResult(files=[f"model/{n}" for n in names], summary=summary)
