@@ -256,6 +256,7 @@ def build(
     keys: dict[str, str] = {}
     with run_lock(run_dir):
         (run_dir / SIGNAL).unlink(missing_ok=True)
+        _remove_stale_temp_files(run_dir)
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
         # Every key first: a bad template or examples file fails now, not after an hour of LLM calls.
         stages = _stages()
@@ -292,6 +293,14 @@ def build(
         result = BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=ctx.llm_stats)
         _append_build_record(run_dir, result.record())
     return result
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of writes a killed build never finished; under the run lock, no live build owns any."""
+    for stale in run_dir.rglob(".*.tmp"):
+        if stale.is_file():
+            logger.info("Removing %s, left by an interrupted build", stale)
+            stale.unlink()
 
 
 def _follow(config: BuildConfig, run_dir: Path) -> BuildResult:
