@@ -79,8 +79,10 @@ class StageContext:
 
     @property
     def llm_stats(self) -> dict[str, Any] | None:
-        """Calls, cache hits and tokens of this build; ``None`` when no LLM was needed."""
-        return self._llm.stats.as_dict() if self._llm is not None else None
+        """Calls, cache hits, retried faults and tokens of this build; ``None`` when no LLM was needed."""
+        if self._llm is None:
+            return None
+        return {**self._llm.stats.as_dict(), "retries": self._llm.provider.retried}
 
     def close(self) -> None:
         if self._llm is not None and self._provider is None:  # a provider passed in is the caller's to close
