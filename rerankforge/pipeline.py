@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -175,12 +176,14 @@ def is_fresh(run_dir: Path, stage: str, key: str) -> bool:
         return False
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         logger.warning("Manifest %s is damaged; the stage will run again", path)
         return False
     if manifest.get("key") != key:
         return False
-    for relative, digest in manifest.get("files", {}).items():
+    for relative, digest in manifest["files"].items():
         file = run_dir / relative
         if not file.is_file() or file_sha256(file) != digest:
             logger.warning("%s changed since it was written; the stage will run again", file)
@@ -199,6 +202,30 @@ def _write_manifest(run_dir: Path, stage: str, key: str, result: StageResult, se
         _manifest_path(run_dir, stage),
         {"stage": stage, "key": key, "files": files, "summary": result.summary, "seconds": round(seconds, 2)},
     )
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextmanager
+def writes_into(run_dir: Path) -> Iterator[None]:
+    """Turn a write the disk refused into an error that says what to do; finished stages are kept as they are."""
+    try:
+        yield
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else None
+        if exc.errno in _DISK_FULL:
+            raise StageError(
+                f"Could not write {where or 'into ' + str(run_dir)}: {exc.strerror}. Free disk space (or pass a "
+                "--run-dir on a larger disk), then run the same command again: finished stages are kept."
+            ) from exc
+        if exc.errno in _NOT_WRITABLE and where is not None and where.resolve().is_relative_to(run_dir.resolve()):
+            raise StageError(
+                f"The run folder {run_dir} is not writable ({exc.strerror}: {where}). Make it writable, or pass "
+                "another --run-dir."
+            ) from exc
+        raise
 
 
 @contextmanager
@@ -256,7 +283,7 @@ def build(
         return _follow(config, run_dir)
     outcomes: list[StageOutcome] = []
     keys: dict[str, str] = {}
-    with run_lock(run_dir):
+    with writes_into(run_dir), run_lock(run_dir):
         (run_dir / SIGNAL).unlink(missing_ok=True)
         _remove_stale_temp_files(run_dir)
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
