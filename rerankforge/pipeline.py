@@ -15,6 +15,7 @@ import errno
 import fcntl
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -206,6 +207,11 @@ def _write_manifest(run_dir: Path, stage: str, key: str, result: StageResult, se
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+# how libraries that write files in native code (safetensors, SQLite under Qdrant) report a full disk
+_DISK_FULL_TEXTS = (*(os.strerror(code) for code in _DISK_FULL), "database or disk is full")
+_FREE_SPACE = (
+    "Free disk space (or pass a --run-dir on a larger disk), then run the same command again: finished stages are kept."
+)
 
 
 @contextmanager
@@ -217,14 +223,19 @@ def writes_into(run_dir: Path) -> Iterator[None]:
         where = Path(exc.filename) if exc.filename else None
         if exc.errno in _DISK_FULL:
             raise StageError(
-                f"Could not write {where or 'into ' + str(run_dir)}: {exc.strerror}. Free disk space (or pass a "
-                "--run-dir on a larger disk), then run the same command again: finished stages are kept."
+                f"Could not write {where or 'into ' + str(run_dir)}: {exc.strerror}. {_FREE_SPACE}"
             ) from exc
         if exc.errno in _NOT_WRITABLE and where is not None and where.resolve().is_relative_to(run_dir.resolve()):
             raise StageError(
                 f"The run folder {run_dir} is not writable ({exc.strerror}: {where}). Make it writable, or pass "
                 "another --run-dir."
             ) from exc
+        raise
+    except RerankforgeError:
+        raise
+    except Exception as exc:
+        if any(text in str(exc) for text in _DISK_FULL_TEXTS):
+            raise StageError(f"Could not write into {run_dir}: {exc}. {_FREE_SPACE}") from exc
         raise
 
 

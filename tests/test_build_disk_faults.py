@@ -1,8 +1,9 @@
 """A disk that refuses writes and a run folder that was damaged: a clear error or a redo, never bad output.
 
-The write faults are real, made by the kernel in a child process: a file size limit (``RLIMIT_FSIZE``, the
-error a full disk or quota gives a growing file: the write fails part-way) and a run folder without write
-permission (as root, the child drops the capabilities that ignore file modes).
+The write faults are real, made by the kernel in a child process: a full disk (a small tmpfs, where the test
+may mount one: as root), a file size limit (``RLIMIT_FSIZE``: a growing file's write fails part-way, as on a
+full disk or quota) and a run folder without write permission (as root, the child drops the capabilities
+that ignore file modes).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,12 @@ from tests.fake_llm import FakeLLM
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"parse": {"workers": 1}, "queries": {"max_queries": 6}, "mine": {"top_k": 4}}
+SETTINGS = {
+    "parse": {"workers": 1},
+    "queries": {"max_queries": 6},
+    "mine": {"top_k": 4},
+    "train": {"epochs": 1, "max_length": 128, "batch_size": 4},
+}
 
 _BUILD_IN_CHILD = """
 import json, resource, signal, sys
@@ -36,19 +43,23 @@ from rerankforge.errors import RerankforgeError
 from tests.conftest import fake_build_config
 from tests.fake_llm import FakeLLM
 docs, run_dir, settings, limit = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+until = sys.argv[5]
 if limit:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 try:
-    build(fake_build_config(docs, run_dir, **settings), llm=FakeLLM(), until="grade")
+    build(fake_build_config(docs, run_dir, **settings), llm=FakeLLM(), until=until)
 except RerankforgeError as exc:
     print(f"error: {exc}")
     sys.exit(1)
 """
 
 
-def _build_in_child(docs: Path, run_dir: Path, *, size_limit: int = 0, without_root_powers: bool = False):
+def _build_in_child(
+    docs: Path, run_dir: Path, *, size_limit: int = 0, without_root_powers: bool = False, until: str = "grade"
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", _BUILD_IN_CHILD, str(docs), str(run_dir), json.dumps(SETTINGS), str(size_limit)]
+    command.append(until)
     if without_root_powers and os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv (util-linux): root writes into any folder")
@@ -109,6 +120,44 @@ def test_a_full_disk_mid_grade_is_a_clear_error_and_the_rerun_pays_for_nothing_t
     assert [s.status for s in result.stages] == ["skipped", "skipped", "skipped", "ran"]
     assert grade["graded"] == grade["pairs"] and grade["failed"] == 0
     assert llm.calls == grade["pairs"] - grades_kept  # the grades written before the disk filled are reused
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MB tmpfs: far too small for the model's weights."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root; the size-limit test covers a full disk without it")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_a_full_disk_in_training_is_a_clear_error_and_the_rerun_elsewhere_pays_for_no_llm_call(
+    mined: tuple[Path, Path], small_disk: Path, tmp_path: Path
+) -> None:
+    run_dir = small_disk / "run"
+    shutil.copytree(mined[1], run_dir)
+
+    failed = _build_in_child(mined[0], run_dir, until="train")
+
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert f"error: Could not write into {run_dir}:" in failed.stdout
+    assert "No space left on device" in failed.stdout and "Free disk space" in failed.stdout
+    assert "Traceback" not in failed.stderr
+    done = [s for s in ("parse", "queries", "mine", "grade", "train") if (run_dir / s / "manifest.json").is_file()]
+    assert done == ["parse", "queries", "mine", "grade"]
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)  # the user moves the run folder to a larger disk
+    llm = FakeLLM()
+    result = build(fake_build_config(mined[0], moved, **SETTINGS), llm=llm, until="train")
+    assert [s.status for s in result.stages] == ["skipped"] * 4 + ["ran"]
+    assert llm.calls == 0 and (moved / "model" / "model.safetensors").is_file()
 
 
 def test_a_read_only_run_folder_is_refused_and_left_as_it_was(mined: tuple[Path, Path], run_dir: Path) -> None:
