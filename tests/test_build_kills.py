@@ -142,7 +142,7 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
     return files
 
 
-_TIME_OR_LOG_ROW = re.compile(r"- \*\*\w+\*\*: [\d.]+ seconds|\| (\*\*)?[\d.]+(\*\*)? +\|")
+_TIME_OR_LOG_ROW = re.compile(r"- \*\*\w+\*\*: [\d.]+ (seconds|minutes|hours)|\| (\*\*)?[\d.]+(\*\*)? +\|")
 
 
 def _log_rows(run_dir: Path) -> list[str]:
