@@ -11,9 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,8 +81,10 @@ class StageContext:
 
     @property
     def llm_stats(self) -> dict[str, Any] | None:
-        """Calls, cache hits and tokens of this build; ``None`` when no LLM was needed."""
-        return self._llm.stats.as_dict() if self._llm is not None else None
+        """Calls, cache hits, retried faults and tokens of this build; ``None`` when no LLM was needed."""
+        if self._llm is None:
+            return None
+        return {**self._llm.stats.as_dict(), "retries": self._llm.provider.retried}
 
     def close(self) -> None:
         if self._llm is not None and self._provider is None:  # a provider passed in is the caller's to close
@@ -173,12 +177,14 @@ def is_fresh(run_dir: Path, stage: str, key: str) -> bool:
         return False
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         logger.warning("Manifest %s is damaged; the stage will run again", path)
         return False
     if manifest.get("key") != key:
         return False
-    for relative, digest in manifest.get("files", {}).items():
+    for relative, digest in manifest["files"].items():
         file = run_dir / relative
         if not file.is_file() or file_sha256(file) != digest:
             logger.warning("%s changed since it was written; the stage will run again", file)
@@ -197,6 +203,40 @@ def _write_manifest(run_dir: Path, stage: str, key: str, result: StageResult, se
         _manifest_path(run_dir, stage),
         {"stage": stage, "key": key, "files": files, "summary": result.summary, "seconds": round(seconds, 2)},
     )
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
+# how libraries that write files in native code (safetensors, SQLite under Qdrant) report a full disk
+_DISK_FULL_TEXTS = (*(os.strerror(code) for code in _DISK_FULL), "database or disk is full")
+_FREE_SPACE = (
+    "Free disk space (or pass a --run-dir on a larger disk), then run the same command again: finished stages are kept."
+)
+
+
+@contextmanager
+def writes_into(run_dir: Path) -> Iterator[None]:
+    """Turn a write the disk refused into an error that says what to do; finished stages are kept as they are."""
+    try:
+        yield
+    except OSError as exc:
+        where = Path(exc.filename) if exc.filename else None
+        if exc.errno in _DISK_FULL:
+            raise StageError(
+                f"Could not write {where or 'into ' + str(run_dir)}: {exc.strerror}. {_FREE_SPACE}"
+            ) from exc
+        if exc.errno in _NOT_WRITABLE and where is not None and where.resolve().is_relative_to(run_dir.resolve()):
+            raise StageError(
+                f"The run folder {run_dir} is not writable ({exc.strerror}: {where}). Make it writable, or pass "
+                "another --run-dir."
+            ) from exc
+        raise
+    except RerankforgeError:
+        raise
+    except Exception as exc:
+        if any(text in str(exc) for text in _DISK_FULL_TEXTS):
+            raise StageError(f"Could not write into {run_dir}: {exc}. {_FREE_SPACE}") from exc
+        raise
 
 
 @contextmanager
@@ -254,8 +294,9 @@ def build(
         return _follow(config, run_dir)
     outcomes: list[StageOutcome] = []
     keys: dict[str, str] = {}
-    with run_lock(run_dir):
+    with writes_into(run_dir), run_lock(run_dir):
         (run_dir / SIGNAL).unlink(missing_ok=True)
+        _remove_stale_temp_files(run_dir)
         write_json(run_dir / "config.json", config.model_dump(mode="json"))
         # Every key first: a bad template or examples file fails now, not after an hour of LLM calls.
         stages = _stages()
@@ -292,6 +333,14 @@ def build(
         result = BuildResult(run_dir=run_dir, stages=outcomes, llm_stats=ctx.llm_stats)
         _append_build_record(run_dir, result.record())
     return result
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """Temp files of writes a killed build never finished; under the run lock, no live build owns any."""
+    for stale in run_dir.rglob(".*.tmp"):
+        if stale.is_file():
+            logger.info("Removing %s, left by an interrupted build", stale)
+            stale.unlink()
 
 
 def _follow(config: BuildConfig, run_dir: Path) -> BuildResult:

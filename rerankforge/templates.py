@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from rerankforge.errors import ConfigError
 
 _PACKAGE_DIR = Path(__file__).parent / "templates"  # inside an installed wheel
 _SOURCE_DIR = Path(__file__).parent.parent / "templates"  # a source checkout / editable install
+_TAG = re.compile(r"</?([A-Za-z][\w-]*)>")
 
 
 def templates_dir() -> Path:
@@ -30,7 +32,25 @@ class PromptTemplate:
     def sha256(self) -> str:
         return text_sha256(self.source)
 
+    @property
+    def delimiters(self) -> frozenset[str]:
+        """The names of the tags the template wraps text in, e.g. ``passage`` for ``<passage>...</passage>``."""
+        return frozenset(name.lower() for name in _TAG.findall(self.source))
+
     def render(self, **variables: Any) -> list[dict[str, str]]:
+        """The chat messages, with text that imitates the template's own tags made harmless.
+
+        A document that contains ``</passage>`` could otherwise close the passage early and write
+        instructions or a fake query after it; its look-alike tags get a ``‹`` instead of ``<``, so the
+        passage always ends where the template ends it.
+        """
+        if self.delimiters:
+            tag = re.compile(rf"<(\s*/?\s*(?:{'|'.join(map(re.escape, sorted(self.delimiters)))})\b)", re.IGNORECASE)
+            variables = {k: tag.sub(r"‹\1", v) if isinstance(v, str) else v for k, v in variables.items()}
+        return self.render_unisolated(**variables)
+
+    def render_unisolated(self, **variables: Any) -> list[dict[str, str]]:
+        """The messages with the variables as they are (to measure what isolation does; use :meth:`render`)."""
         env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
         try:
             text = env.from_string(self.source).render(**variables)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 import types
 from collections.abc import Iterator
@@ -82,6 +83,37 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
     return refused
+
+
+_RECORDERS: list[list[tuple[str, object]]] = []  # one list per test now recording (see `connections`)
+
+
+def _record_sockets(event: str, args: tuple[object, ...]) -> None:
+    if not _RECORDERS:
+        return
+    if event == "socket.connect":
+        address = args[1]
+        if isinstance(address, tuple):  # an internet address; unix sockets stay on this machine
+            _RECORDERS[-1].append(("connect", (str(address[0]), int(address[1]))))
+    elif event == "socket.getaddrinfo":
+        _RECORDERS[-1].append(("lookup", (str(args[0]), args[1])))
+
+
+@pytest.fixture
+def connections() -> Iterator[list[tuple[str, object]]]:
+    """Every internet connection and name lookup this process starts during the test, loopback included.
+
+    A ``sys.addaudithook`` hook sees each ``socket.connect`` / ``getaddrinfo`` made from Python (httpx, the
+    ollama client, huggingface_hub ...), however the socket was made. Audit hooks cannot be removed, so the
+    hook is added once and records only while a test holds this fixture.
+    """
+    if not getattr(sys, "_rerankforge_socket_audit", False):
+        sys.addaudithook(_record_sockets)
+        sys._rerankforge_socket_audit = True  # type: ignore[attr-defined]
+    seen: list[tuple[str, object]] = []
+    _RECORDERS.append(seen)
+    yield seen
+    _RECORDERS.remove(seen)
 
 
 @pytest.fixture

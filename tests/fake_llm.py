@@ -1,13 +1,17 @@
 """A deterministic LLM for testing pipeline logic, built on the real provider base class.
 
 It writes a query from a passage's title words (never copying a sentence) and grades a (passage, query)
-pair 3 when the query was written for that passage, else 0.
+pair 3 when the query is the one it writes for that passage, else 0. It keeps no state between calls, so a
+build killed between the queries and the grade stage grades the same after a restart, in a new process.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import time
+from pathlib import Path
 from typing import Any
 
 from rerankforge.llm.base import LLMProvider, LLMReply, Message
@@ -16,25 +20,49 @@ _PASSAGE = re.compile(r"<passage>\n(.*?)\n</passage>", re.DOTALL)
 _QUERY = re.compile(r"^Query: (.*)$", re.MULTILINE)
 
 
+def query_for(passage: str) -> str:
+    """The one query this fake writes for ``passage``: its four longest words, reversed."""
+    words = re.findall(r"[A-Za-z][A-Za-z0-9-]{3,}", passage)
+    rare = sorted(set(words), key=lambda w: (-len(w), w))[:4]
+    return "where to find " + " ".join(reversed(rare))
+
+
 class FakeLLM(LLMProvider):
     name = "fake"
 
     def __init__(self) -> None:
         super().__init__("fake-1")
-        self.written: dict[str, str] = {}  # query -> passage it was written for
         self.calls = 0
 
     def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
         self.calls += 1
-        user = messages[-1]["content"]
+        # the prompt; after an unusable answer the pipeline asks again with the prompt, that answer and a complaint
+        user = next(m["content"] for m in reversed(messages) if "<passage>" in m["content"])
         passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
         if "grade" in schema["properties"]:
-            query = _QUERY.search(user).group(1)  # type: ignore[union-attr]
-            written = self.written.get(query)
-            grade = 3 if written is not None and written in passage else 0
+            query = _QUERY.findall(user)[-1]  # the template's own line comes last, after the passage
+            # the grading prompt may put the chunk's title on the passage's first line
+            untitled = passage.split("\n", 1)[-1]
+            grade = 3 if query in (query_for(passage), query_for(untitled)) else 0
             return LLMReply(json.dumps({"grade": grade}), prompt_tokens=len(user) // 4, output_tokens=5)
-        words = re.findall(r"[A-Za-z][A-Za-z0-9-]{3,}", passage)
-        rare = sorted(set(words), key=lambda w: (-len(w), w))[:4]
-        query = "where to find " + " ".join(reversed(rare))
-        self.written[query] = passage
-        return LLMReply(json.dumps({"queries": [query]}), prompt_tokens=len(user) // 4, output_tokens=12)
+        return LLMReply(json.dumps({"queries": [query_for(passage)]}), prompt_tokens=len(user) // 4, output_tokens=12)
+
+
+class LoggedFakeLLM(FakeLLM):
+    """The FakeLLM that appends the sha256 of each prompt to ``log`` before answering, then takes ``delay_s``.
+
+    The log outlives a killed process, so a test can count the calls of several build processes; the delay
+    stands for a real LLM's latency, so a kill can land while a call is in flight.
+    """
+
+    def __init__(self, log: Path, delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.log = log
+        self.delay_s = delay_s
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode("utf-8")).hexdigest()
+        with self.log.open("a", encoding="utf-8") as handle:
+            handle.write(digest + "\n")
+        time.sleep(self.delay_s)
+        return super()._chat(messages, schema, max_tokens)

@@ -6,8 +6,10 @@ NDJSON streaming) in the shapes Ollama uses, and is backed by a real model: any
 whose ``chat_json(messages, schema, max_tokens=num_predict)`` turns the request's ``format`` schema into
 llama.cpp's grammar-constrained structured output.
 
-Faults can be injected for the next requests: an HTTP error status, a dropped connection (socket closed
-with no reply) or a stall. The server binds 127.0.0.1 on a free port, serves from a daemon thread and has a
+Faults can be injected for the next requests, or for the n-th request to a path: an HTTP error status, a
+dropped connection (socket closed with no reply), a stall, a reply that is not JSON, a model answer that is
+not JSON, or the whole server going away (for a while, or for good) as a crashed or restarting Ollama does.
+The server binds 127.0.0.1 on a free port, serves from a daemon thread and has a
 bounded lifetime: ``stop()`` (or leaving the ``with`` block) ends it, and so does ``max_lifetime_s``.
 
 Example:
@@ -42,10 +44,10 @@ MAX_NUM_PREDICT = 512
 class Fault:
     """One injected fault, applied to the next request whose path matches (any path when ``path`` is None)."""
 
-    kind: str  # "status" | "drop" | "stall"
+    kind: str  # "status" | "drop" | "stall" | "garbage" | "nonsense" | "away"
     status: int = 500
     error: str = "injected failure"
-    seconds: float = 0.0
+    seconds: float | None = 0.0  # "away": None means the server does not come back
     path: str | None = None
 
 
@@ -128,11 +130,22 @@ class _Handler(BaseHTTPRequestHandler):
                 record.answered = fault.status
                 self._send_json(fault.status, {"error": fault.error})
                 return
+            if fault.kind == "garbage":  # a reply cut short: not JSON at all
+                record.answered = 200
+                self._send(200, b'{"model": "x", "message": {"role": "assist')
+                return
+            if fault.kind == "away":
+                self.server.owner._go_away(fault.seconds)  # cuts this connection too
+                return
             if fault.kind == "stall":
-                if self.server.owner._stopped.wait(fault.seconds) or self._client_gone():
+                if self.server.owner._stopped.wait(fault.seconds or 0.0) or self._client_gone():
                     self._drop()
                     return
         status, payload, content_type = self.server.owner._route(method, path, body)
+        if fault is not None and fault.kind == "nonsense" and status == 200:  # the model answers in prose
+            reply = json.loads(payload)
+            reply["message"]["content"] = "I would say the passage is quite relevant."
+            payload = json.dumps(reply).encode()
         if status is None:  # the server stopped while the model was busy
             self._drop()
             return
@@ -153,11 +166,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, owner: OllamaAPIServer) -> None:
+    def __init__(self, owner: OllamaAPIServer, port: int = 0) -> None:
         self.owner = owner
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -203,19 +216,23 @@ class OllamaAPIServer:
         self.version = version
         self.requests: list[RecordedRequest] = []
         self._faults: deque[Fault] = deque()
+        self._scheduled: dict[tuple[str, int], Fault] = {}
+        self._seen: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._gone_for_good = threading.Event()  # set by __exit__: a server that is away stays away
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._deadline: threading.Timer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> OllamaAPIServer:
+    def start(self, port: int = 0) -> OllamaAPIServer:
+        """Serve on ``port`` (0: a free one); a stopped server can start again on its old port."""
         if self._httpd is not None:
             raise RuntimeError("the server is already running")
         self._stopped.clear()
-        self._httpd = _Server(self)
+        self._httpd = _Server(self, port)
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="ollama-api-server", daemon=True
         )
@@ -245,6 +262,7 @@ class OllamaAPIServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self._gone_for_good.set()
         self.stop()
 
     @property
@@ -278,12 +296,38 @@ class OllamaAPIServer:
         """Wait ``seconds`` before handling the next ``n`` matching requests (skipped if the client left)."""
         self._add_faults(n, Fault("stall", seconds=seconds, path=path))
 
+    def fault_at(self, n: int, kind: str, *, path: str = "/api/chat", **details: Any) -> None:
+        """Apply a fault of ``kind`` to the ``n``-th request (counted from 1) to ``path``.
+
+        ``kind`` is one of the :class:`Fault` kinds; for ``"away"``, ``seconds`` is how long the server is
+        gone before it listens again on the same port (``None``: it stays gone).
+        """
+        with self._lock:
+            self._scheduled[(path, n)] = Fault(kind, path=path, **details)
+
+    def _go_away(self, seconds: float | None) -> None:
+        """Stop listening now (connections are refused); come back on the same port after ``seconds``."""
+        port = self.port
+        self.stop()
+        if seconds is None:
+            return
+
+        def come_back() -> None:
+            if not self._gone_for_good.wait(seconds):
+                self.start(port)
+
+        threading.Thread(target=come_back, name="ollama-api-server-restart", daemon=True).start()
+
     def _add_faults(self, n: int, fault: Fault) -> None:
         with self._lock:
             self._faults.extend(Fault(**fault.__dict__) for _ in range(n))
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
+            self._seen[path] = self._seen.get(path, 0) + 1
+            scheduled = self._scheduled.pop((path, self._seen[path]), None)
+            if scheduled is not None:
+                return scheduled
             for fault in self._faults:
                 if fault.path is None or fault.path == path:
                     self._faults.remove(fault)

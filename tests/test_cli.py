@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rerankforge.cli.main import app
+from tests.netguard import guarded_env
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,30 +61,11 @@ def test_eval_refuses_a_folder_that_is_no_run(tmp_path: Path) -> None:
     assert "not the run folder of a finished build" in str(result.exception)
 
 
-_NETGUARD = textwrap.dedent(
-    """
-    import os, socket
-    _log = os.environ["RERANKFORGE_TEST_NETLOG"]
-    _real = socket.socket.connect
-    def _guard(self, address):
-        if isinstance(address, tuple) and str(address[0]) not in {"127.0.0.1", "::1", "localhost"}:
-            with open(_log, "a") as fh:
-                fh.write(repr(address) + "\\n")
-            raise ConnectionRefusedError("network blocked by test")
-        return _real(self, address)
-    socket.socket.connect = _guard
-    """
-)
-
-
 @pytest.mark.slow
 def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: Path, small_docs: Path) -> None:
-    """The whole chain with the packaged Qwen2.5 1.5B in llama.cpp, every non-loopback socket blocked."""
-    guard = tmp_path / "guard"
-    guard.mkdir()
-    (guard / "sitecustomize.py").write_text(_NETGUARD)
-    netlog = tmp_path / "net.log"
-    netlog.write_text("")
+    """The whole chain with the packaged Qwen2.5 1.5B in llama.cpp: it opens no internet socket at all (an audit
+    hook logs every connection and name lookup made from Python, loopback included, and refuses any other)."""
+    guard_env, netlog = guarded_env(tmp_path, ROOT)
     config = tmp_path / "build.toml"
     config.write_text(
         textwrap.dedent(
@@ -109,11 +91,7 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: 
         )
     )
     run_dir = tmp_path / "run"
-    env = {
-        "PYTHONPATH": os.pathsep.join([str(guard), str(ROOT)]),
-        "RERANKFORGE_TEST_NETLOG": str(netlog),
-        "COLUMNS": "200",
-    }
+    env = {**guard_env, "COLUMNS": "200"}
     args = ("build", str(small_docs), "--config", str(config), "--run-dir", str(run_dir), "--yes")
     first = _cli(*args, env=env, timeout=1500)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -145,7 +145,8 @@ def build(
         s = result.llm_stats
         console.print(
             f"LLM: {s['calls']} calls ({s['cache_hits']} answered from cache), {s['prompt_tokens']} prompt + "
-            f"{s['output_tokens']} output tokens, {s['invalid_outputs']} invalid outputs, {s['failed']} failed"
+            f"{s['output_tokens']} output tokens, {s['invalid_outputs']} invalid outputs, {s['failed']} failed, "
+            f"{s['retries']} retried faults"
         )
     exported = any(s.name == "export" for s in result.stages)
     if exported and cfg.evaluate.eval_data:

@@ -44,6 +44,7 @@ class LLMProvider(ABC):
         self.seed = seed
         self.temperature = temperature
         self.retries = retries
+        self.retried = 0  # transient faults retried so far, for the build's report
 
     @property
     def identity(self) -> str:
@@ -68,6 +69,7 @@ class LLMProvider(ABC):
                         f"{self.identity} failed {attempt + 1} times in a row ({exc}). Check that the server "
                         "is up and not overloaded, then re-run: finished calls are cached and not repeated."
                     ) from exc
+                self.retried += 1
                 wait = delay * (1 + random.random())
                 logger.warning("LLM call failed (%s); retrying in %.1f s", exc, wait)
                 time.sleep(wait)

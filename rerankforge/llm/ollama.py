@@ -53,6 +53,7 @@ class OllamaProvider(LLMProvider):
         self.num_ctx = num_ctx
         self.keep_alive = keep_alive
         self._client = _client(self.host, timeout_s)
+        self._answered = False  # once the server has answered, a refused connection is a restart: retried
 
     def sampling_options(self) -> dict[str, Any]:
         return {**super().sampling_options(), "num_ctx": self.num_ctx}
@@ -79,11 +80,17 @@ class OllamaProvider(LLMProvider):
             raise LLMError(f"Ollama at {self.host} refused the request ({exc.status_code}): {exc.error}") from exc
         except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as exc:
             raise TransientLLMError(f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # a reply that is not the JSON Ollama sends: cut short, or another server
+            raise TransientLLMError(f"unreadable reply from {self.host}: {exc}") from exc
         except (ConnectionError, httpx.ConnectError) as exc:
-            raise LLMError(
+            message = (
                 f"No Ollama server answers at {self.host}. Start it with `ollama serve`, or set OLLAMA_HOST / "
                 "--llm-host to where it runs."
-            ) from exc
+            )
+            if self._answered:
+                raise TransientLLMError(message) from exc
+            raise LLMError(message) from exc
+        self._answered = True
         return LLMReply(
             text=response.message.content or "",
             prompt_tokens=response.prompt_eval_count or 0,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from rerankforge.artifacts import Chunk, Query, read_jsonl, write_json
+from rerankforge.artifacts import Chunk, Query, atomic_path, read_jsonl, write_json
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.serve.runtime import METADATA_FILE, ONNX_VARIANTS, VARIANTS, Reranker, available_variants
@@ -62,12 +62,12 @@ def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
     previous = getattr(hf_model.config, "_attn_implementation", None)
     with contextlib.suppress(ValueError, AttributeError):
         hf_model.set_attn_implementation("eager")
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter("ignore")  # tracer notes on shape checks that are constant for encoders
         torch.onnx.export(
             Logits(),
             tuple(sample[n] for n in names),
-            str(path),
+            str(tmp),
             input_names=names,
             output_names=["logits"],
             dynamic_axes=axes,
@@ -115,23 +115,25 @@ def quantize_int8(fp32: Path, calibration: list[dict[str, np.ndarray]] | None = 
             target = fp32.with_name(ONNX_VARIANTS["int8"])
             # DefaultTensorType: types that shape inference cannot give (fused ops of optimized graphs) are float
             float_default = {"DefaultTensorType": TensorProto.FLOAT}
-            quantize_dynamic(
-                str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True, extra_options=float_default
-            )
+            with atomic_path(target) as tmp:
+                quantize_dynamic(
+                    str(prepared), str(tmp), weight_type=QuantType.QInt8, per_channel=True, extra_options=float_default
+                )
             written.append(target)
             if calibration:
                 target = fp32.with_name(ONNX_VARIANTS["int8_static"])
-                quantize_static(
-                    str(prepared),
-                    str(target),
-                    Feeds(calibration),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    weight_type=QuantType.QInt8,
-                    activation_type=QuantType.QUInt8,
-                    op_types_to_quantize=["MatMul"],
-                    extra_options=float_default,
-                )
+                with atomic_path(target) as tmp:
+                    quantize_static(
+                        str(prepared),
+                        str(tmp),
+                        Feeds(calibration),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=True,
+                        weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8,
+                        op_types_to_quantize=["MatMul"],
+                        extra_options=float_default,
+                    )
                 written.append(target)
     finally:
         prepared.unlink(missing_ok=True)
