@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -336,11 +337,15 @@ def build(
 
 
 def _remove_stale_temp_files(run_dir: Path) -> None:
-    """Temp files of writes a killed build never finished; under the run lock, no live build owns any."""
-    for stale in run_dir.rglob(".*.tmp"):
+    """Temp files (and staging folders) of writes a killed build never finished; under the run lock, no live
+    build owns any."""
+    for stale in sorted(run_dir.rglob(".*.tmp")):
         if stale.is_file():
             logger.info("Removing %s, left by an interrupted build", stale)
             stale.unlink()
+        elif stale.is_dir():
+            logger.info("Removing %s, left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _follow(config: BuildConfig, run_dir: Path) -> BuildResult:

@@ -126,7 +126,8 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
     """Every file the stages' manifests list, with its sha256, but for three files that also record how the
     build went rather than what it made: the parse report counts files reused from a killed run; the model
     card has the training time and the training log that sentence-transformers keeps in memory (a resumed
-    training logs only from its checkpoint on); the export metadata has measured throughputs."""
+    training logs only from its checkpoint on); the export metadata has measured throughputs and the fastest
+    variant they point to."""
     files: dict[str, str] = {}
     for stage in STAGE_NAMES:
         files.update(json.loads((run_dir / stage / "manifest.json").read_text())["files"])
@@ -138,6 +139,8 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
     meta = json.loads((run_dir / "model" / "rerankforge.json").read_text())
     for variant in meta["variants"].values():
         variant.pop("pairs_per_s")
+    # which variant is fastest is a measurement too (OpenVINO's two are close on some CPUs)
+    meta.pop("recommended_variant"), meta.pop("int8_recommended")
     files["model/rerankforge.json"] = json.dumps(meta, sort_keys=True)
     return files
 

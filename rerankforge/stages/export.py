@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -183,8 +184,16 @@ def quantize_openvino(fp32: Path, calibration: list[dict[str, np.ndarray]]) -> P
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(calibration),
         )
-    # fp32 for the weights that stay float (embeddings, norms): fp16 storage would cost parity for no speed
-    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    # staged, then renamed: weights first, the .xml that names the model last, so no half-written pair is found
+    staging = target.parent / f".openvino.{os.getpid()}.tmp"
+    try:
+        staging.mkdir(exist_ok=True)
+        # fp32 for the weights that stay float (embeddings, norms): fp16 storage would cost parity for no speed
+        ov.save_model(quantized, str(staging / target.name), compress_to_fp16=False)
+        os.replace(staging / target.with_suffix(".bin").name, target.with_suffix(".bin"))
+        os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
