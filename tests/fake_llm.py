@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 from rerankforge.llm.base import LLMProvider, LLMReply, Message
@@ -23,9 +24,11 @@ class FakeLLM(LLMProvider):
         super().__init__("fake-1")
         self.written: dict[str, str] = {}  # query -> passage it was written for
         self.calls = 0
+        self._lock = threading.Lock()  # the stages call from several threads
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
-        self.calls += 1
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        with self._lock:
+            self.calls += 1
         user = messages[-1]["content"]
         passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
         if "grade" in schema["properties"]:

@@ -7,8 +7,9 @@ whose ``chat_json(messages, schema, max_tokens=num_predict)`` turns the request'
 llama.cpp's grammar-constrained structured output.
 
 Faults can be injected for the next requests: an HTTP error status, a dropped connection (socket closed
-with no reply) or a stall. The server binds 127.0.0.1 on a free port, serves from a daemon thread and has a
-bounded lifetime: ``stop()`` (or leaving the ``with`` block) ends it, and so does ``max_lifetime_s``.
+with no reply), a stall, or garbage (a 200 reply whose content is not JSON). The server binds 127.0.0.1
+on a free port, serves from a daemon thread and has a bounded lifetime: ``stop()`` (or leaving the ``with``
+block) ends it, and so does ``max_lifetime_s``.
 
 Example:
     >>> with OllamaAPIServer(provider, models=["gemma3:270m"]) as server:  # doctest: +SKIP
@@ -42,7 +43,7 @@ MAX_NUM_PREDICT = 512
 class Fault:
     """One injected fault, applied to the next request whose path matches (any path when ``path`` is None)."""
 
-    kind: str  # "status" | "drop" | "stall"
+    kind: str  # "status" | "drop" | "stall" | "garbage"
     status: int = 500
     error: str = "injected failure"
     seconds: float = 0.0
@@ -128,6 +129,22 @@ class _Handler(BaseHTTPRequestHandler):
                 record.answered = fault.status
                 self._send_json(fault.status, {"error": fault.error})
                 return
+            if fault.kind == "garbage":  # a well-formed reply whose content is not what was asked for
+                record.answered = 200
+                message = {"role": "assistant", "content": fault.error}
+                self._send_json(
+                    200,
+                    {
+                        "model": (body or {}).get("model"),
+                        "created_at": _now(),
+                        "message": message,
+                        "done": True,
+                        "done_reason": "stop",
+                        "prompt_eval_count": 1,
+                        "eval_count": 1,
+                    },
+                )
+                return
             if fault.kind == "stall":
                 if self.server.owner._stopped.wait(fault.seconds) or self._client_gone():
                     self._drop()
@@ -202,6 +219,8 @@ class OllamaAPIServer:
         self.max_lifetime_s = max_lifetime_s
         self.version = version
         self.requests: list[RecordedRequest] = []
+        self.in_flight = 0  # chat requests the model is answering now
+        self.max_in_flight = 0  # the most it answered at once
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -273,6 +292,10 @@ class OllamaAPIServer:
     def drop_next(self, n: int = 1, *, path: str | None = None) -> None:
         """Read the next ``n`` matching requests, then close the socket without any reply."""
         self._add_faults(n, Fault("drop", path=path))
+
+    def garbage_next(self, n: int = 1, *, text: str = "I cannot help with that.", path: str | None = None) -> None:
+        """Answer the next ``n`` matching requests 200 with ``text`` as the model's message (not the JSON asked)."""
+        self._add_faults(n, Fault("garbage", error=text, path=path))
 
     def stall_next(self, n: int = 1, *, seconds: float, path: str | None = None) -> None:
         """Wait ``seconds`` before handling the next ``n`` matching requests (skipped if the client left)."""
@@ -369,11 +392,20 @@ class OllamaAPIServer:
         options = body.get("options") or {}
         num_predict = int(options.get("num_predict") or DEFAULT_NUM_PREDICT)
         num_predict = MAX_NUM_PREDICT if num_predict < 0 else min(num_predict, MAX_NUM_PREDICT)
+        request: dict[str, Any] = {k: options[k] for k in ("temperature", "seed") if k in options}
+        if body.get("logprobs"):
+            request["top_logprobs"] = int(body.get("top_logprobs") or 1)
         started = time.perf_counter_ns()
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            reply = self.provider.chat_json(chat, schema, max_tokens=num_predict)
+            reply = self.provider.chat_json(chat, schema, max_tokens=num_predict, **request)
         except LLMError as exc:
             return error(500, str(exc))
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         if self._stopped.is_set():
             return None, b"", json_type
         total = time.perf_counter_ns() - started
@@ -390,6 +422,15 @@ class OllamaAPIServer:
             "eval_count": reply.output_tokens,
             "eval_duration": total - total // 4,
         }
+        if reply.logprobs is not None:  # Ollama's shape: the generated token, its logprob, the top alternatives
+            final["logprobs"] = [
+                {
+                    "token": t["token"],
+                    "logprob": t["top"][t["token"]],
+                    "top_logprobs": [{"token": k, "logprob": v} for k, v in t["top"].items()],
+                }
+                for t in reply.logprobs
+            ]
         if body.get("stream", True) is False:
             return 200, json.dumps(final).encode(), json_type
         # Ollama streams NDJSON by default: content chunks, then a final chunk with the counts.
