@@ -55,3 +55,19 @@ def test_round_trip_keeps_queries_that_find_their_chunk(small_docs: Path, tmp_pa
     passes = round_trip.passes([(dock.text[:200], dock.id), ("hotel booking rules for business travel", dock.id)])
 
     assert passes == [True, False]
+
+
+@pytest.mark.slow  # parses three documents
+def test_the_planner_counts_the_calls_of_the_sample(small_docs: Path, tmp_path: Path) -> None:
+    from rerankforge.planner import plan_build
+
+    cfg = fake_build_config(small_docs, tmp_path / "run", queries={"max_queries": 5}, grade={"samples": 2},
+                            llm={"concurrency": 2}, parse={"workers": 1})  # fmt: skip
+
+    plan = plan_build(cfg, calibrate=False)
+
+    queries, grade = plan.stages
+    assert (queries.stage, queries.calls) == ("queries", 5)
+    assert (grade.stage, grade.calls) == ("grade", 5 * 4 * 2)  # every query kept, top_k 4, 2 samples
+    assert grade.prompt_tokens > grade.calls * 50 and queries.output_tokens == 5 * 80  # half of max_tokens
+    assert plan.total_seconds is None and plan.concurrency == 2  # no calibration, no time

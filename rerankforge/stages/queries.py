@@ -64,6 +64,18 @@ def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
     }
 
 
+def queries_schema(cfg: QueriesConfig) -> dict[str, Any]:
+    """The JSON the model must write: only the list of queries, each of a bounded length, so a grammar-constrained
+    model cannot ramble on in extra keys until ``max_tokens`` (which costs time and truncates the JSON)."""
+    query = {"type": "string", "minLength": 1, "maxLength": 12 * cfg.max_words}
+    return {
+        "type": "object",
+        "properties": {"queries": {"type": "array", "items": query, "minItems": 1, "maxItems": cfg.per_chunk}},
+        "required": ["queries"],
+        "additionalProperties": False,
+    }
+
+
 def _rank(seed: int, name: str) -> str:
     """A seeded order that does not depend on the other names: adding a file leaves the others' order alone."""
     return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
@@ -212,18 +224,7 @@ def run(ctx: StageContext) -> StageResult:
     examples = load_examples(cfg)
     sample = sample_chunks(chunks, cfg.max_queries, seed)
     styles = assign_styles(len(sample), cfg.styles, seed)
-    schema = {
-        "type": "object",
-        "properties": {
-            "queries": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 1,
-                "maxItems": cfg.per_chunk,
-            }
-        },
-        "required": ["queries"],
-    }
+    schema = queries_schema(cfg)
 
     def validate(value: Any) -> list[str]:
         items = value["queries"] if isinstance(value, dict) else value
