@@ -145,11 +145,11 @@ class QueriesConfig(Section):
         description="Few-shot examples taken from queries this build already kept (from other files), added "
         "to the fixed examples; chunks are asked in rounds of 16, each seeing the rounds before it. 0: off.",
     )
-    round_trip_top_k: int | None = Field(
+    round_trip_top_k: int = Field(
         20,
-        gt=0,
+        ge=0,
         description="Round-trip filter: keep a query only when the bi-encoder (mine.bi_encoder) ranks its "
-        "source chunk in its top-k over the whole corpus. None: off.",
+        "source chunk in its top-k over the whole corpus. 0: off.",
     )
 
     @model_validator(mode="after")

@@ -55,7 +55,7 @@ def load_examples(cfg: QueriesConfig) -> list[str]:
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
     from rerankforge.models import resolve_model
 
-    round_trip = cfg.queries.round_trip_top_k is not None
+    round_trip = cfg.queries.round_trip_top_k > 0
     return {
         **llm_cache_inputs(cfg, cfg.queries.template),
         "examples": load_examples(cfg.queries),
@@ -238,7 +238,7 @@ def run(ctx: StageContext) -> StageResult:
         "duplicate": 0, "length": 0, "copied_from_chunk": 0, "echoed_example": 0, "round_trip": 0, "llm_failed": 0,
     }  # fmt: skip
     round_trip = None
-    if cfg.round_trip_top_k is not None:
+    if cfg.round_trip_top_k:
         ctx.progress(0, len(sample), "embedding chunks for the round-trip filter")
         round_trip = RoundTrip(chunks, ctx.config.mine.bi_encoder, cfg.round_trip_top_k, ctx.config.mine.batch_size)
 
