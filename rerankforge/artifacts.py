@@ -65,6 +65,7 @@ class Query(BaseModel):
     id: str
     text: str
     chunk_id: str
+    style: str | None = Field(None, description="The style it was asked in: question, keyword or paraphrase.")
 
 
 class Candidate(BaseModel):
@@ -86,6 +87,18 @@ class Judgment(BaseModel):
     query_id: str
     chunk_id: str
     grade: int = Field(ge=0, le=3)
+    score: float | None = Field(
+        None,
+        ge=0,
+        le=3,
+        description="Expected grade from the LLM's token probabilities and/or the mean of several samples; "
+        "None when only the written grade is known.",
+    )
+
+    @property
+    def level(self) -> float:
+        """The graded label training uses: ``score`` where known, else the grade."""
+        return float(self.grade) if self.score is None else self.score
 
 
 class TrainingGroup(BaseModel):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from rerankforge.errors import ConfigError
 
 DEFAULT_MINILM = "all-MiniLM-L6-v2"
+QUERY_STYLES = ("question", "keyword", "paraphrase")
 
 
 class Section(BaseModel):
@@ -39,6 +40,16 @@ class LLMConfig(Section):
         "None: the provider's default (embedded: qwen2.5-coder-1.5b-instruct-q4_k_m).",
     )
     host: str | None = Field(None, description="Server URL. Ollama: falls back to $OLLAMA_HOST, then localhost:11434.")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Several servers of the same model: each call goes to the least busy one. Overrides `host`.",
+    )
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="LLM calls in flight at once. None: $OLLAMA_NUM_PARALLEL per host when set, else 4 per host; "
+        "1 for embedded. Match it to the server's parallel slots (Ollama: OLLAMA_NUM_PARALLEL; llama.cpp: -np).",
+    )
     api_key: str | None = Field(None, description="OpenAI-compatible servers only; else $OPENAI_API_KEY.")
     temperature: float = 0.0
     seed: int = 13
@@ -51,6 +62,10 @@ class LLMConfig(Section):
         None,
         description="Embedded only: a llama.cpp chat template name (e.g. chatml) for GGUFs that carry none.",
     )
+
+    def server_urls(self) -> list[str | None]:
+        """The hosts calls are spread over: ``hosts`` when given, else the one ``host`` (None: the default)."""
+        return list(self.hosts) if self.hosts else [self.host]
 
 
 class ParseConfig(Section):
@@ -119,6 +134,32 @@ class QueriesConfig(Section):
         0.8, description="Drop a query when this fraction of its word 4-grams appears verbatim in the chunk."
     )
     max_tokens: int = 160
+    styles: dict[str, float] = Field(
+        default_factory=lambda: {"question": 2.0, "keyword": 1.0, "paraphrase": 1.0},
+        description="Mix of query styles (relative weights): question (natural question), keyword (a few "
+        "search terms), paraphrase (a question in other words than the chunk's). Each sampled chunk gets one.",
+    )
+    dynamic_examples: int = Field(
+        3,
+        ge=0,
+        description="Few-shot examples taken from queries this build already kept (from other files), added "
+        "to the fixed examples; chunks are asked in rounds of 16, each seeing the rounds before it. 0: off.",
+    )
+    round_trip_top_k: int = Field(
+        20,
+        ge=0,
+        description="Round-trip filter: keep a query only when the bi-encoder (mine.bi_encoder) ranks its "
+        "source chunk in its top-k over the whole corpus. 0: off.",
+    )
+
+    @model_validator(mode="after")
+    def _known_styles(self) -> QueriesConfig:
+        unknown = sorted(set(self.styles) - set(QUERY_STYLES))
+        if unknown or not any(w > 0 for w in self.styles.values()) or any(w < 0 for w in self.styles.values()):
+            raise ValueError(
+                f"styles must give non-negative weights to some of {', '.join(QUERY_STYLES)}; got {self.styles}"
+            )
+        return self
 
 
 class MineConfig(Section):
@@ -140,6 +181,17 @@ class GradeConfig(Section):
         0, ge=0, le=2, description="A candidate with at most this grade is a hard negative."
     )
     max_tokens: int = 24
+    logprobs: bool = Field(
+        True,
+        description="Where the provider returns token log-probabilities, also keep the expected grade "
+        "(sum of grade x probability), a finer training label than the grade the model wrote.",
+    )
+    samples: int = Field(
+        1, ge=1, le=16, description="Self-consistency: grade each pair this many times and keep the mean."
+    )
+    sample_temperature: float = Field(
+        0.7, ge=0, description="Temperature of the extra samples (the first one uses llm.temperature)."
+    )
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> GradeConfig:

@@ -74,10 +74,11 @@ class StageContext:
     def llm(self) -> Any:
         """The cached LLM, created on first use so a fully cached rerun never loads a model."""
         if self._llm is None:
-            from rerankforge.llm import CachedLLM, LLMCache, make_provider
+            from rerankforge.llm import CachedLLM, LLMCache, concurrency_for, make_provider
 
             provider = self._provider or make_provider(self.config.llm)
-            self._llm = CachedLLM(provider, LLMCache(self.run_dir / "llm_cache.jsonl"))
+            concurrency = concurrency_for(self.config.llm, provider)
+            self._llm = CachedLLM(provider, LLMCache(self.run_dir / "llm_cache.jsonl"), concurrency)
         return self._llm
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,11 @@ class FakeLLM(LLMProvider):
     def __init__(self) -> None:
         super().__init__("fake-1")
         self.calls = 0
+        self._lock = threading.Lock()  # the stages call from several threads
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
-        self.calls += 1
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        with self._lock:
+            self.calls += 1
         # the prompt; after an unusable answer the pipeline asks again with the prompt, that answer and a complaint
         user = next(m["content"] for m in reversed(messages) if "<passage>" in m["content"])
         passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
@@ -60,9 +63,9 @@ class LoggedFakeLLM(FakeLLM):
         self.log = log
         self.delay_s = delay_s
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
         digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode("utf-8")).hexdigest()
         with self.log.open("a", encoding="utf-8") as handle:
             handle.write(digest + "\n")
         time.sleep(self.delay_s)
-        return super()._chat(messages, schema, max_tokens)
+        return super()._chat(messages, schema, max_tokens, **request)

@@ -47,6 +47,7 @@ class Fault:
     kind: str  # "status" | "drop" | "stall" | "garbage" | "nonsense" | "away"
     status: int = 500
     error: str = "injected failure"
+    text: str = "I would say the passage is quite relevant."  # "nonsense": the model's answer, not the JSON asked
     seconds: float | None = 0.0  # "away": None means the server does not come back
     path: str | None = None
 
@@ -144,7 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, payload, content_type = self.server.owner._route(method, path, body)
         if fault is not None and fault.kind == "nonsense" and status == 200:  # the model answers in prose
             reply = json.loads(payload)
-            reply["message"]["content"] = "I would say the passage is quite relevant."
+            reply["message"]["content"] = fault.text
             payload = json.dumps(reply).encode()
         if status is None:  # the server stopped while the model was busy
             self._drop()
@@ -215,6 +216,8 @@ class OllamaAPIServer:
         self.max_lifetime_s = max_lifetime_s
         self.version = version
         self.requests: list[RecordedRequest] = []
+        self.in_flight = 0  # chat requests the model is answering now
+        self.max_in_flight = 0  # the most it answered at once
         self._faults: deque[Fault] = deque()
         self._scheduled: dict[tuple[str, int], Fault] = {}
         self._seen: dict[str, int] = {}
@@ -291,6 +294,10 @@ class OllamaAPIServer:
     def drop_next(self, n: int = 1, *, path: str | None = None) -> None:
         """Read the next ``n`` matching requests, then close the socket without any reply."""
         self._add_faults(n, Fault("drop", path=path))
+
+    def garbage_next(self, n: int = 1, *, text: str = "I cannot help with that.", path: str | None = None) -> None:
+        """Answer the next ``n`` matching requests 200 with ``text`` as the model's message (not the JSON asked)."""
+        self._add_faults(n, Fault("nonsense", text=text, path=path))
 
     def stall_next(self, n: int = 1, *, seconds: float, path: str | None = None) -> None:
         """Wait ``seconds`` before handling the next ``n`` matching requests (skipped if the client left)."""
@@ -413,11 +420,20 @@ class OllamaAPIServer:
         options = body.get("options") or {}
         num_predict = int(options.get("num_predict") or DEFAULT_NUM_PREDICT)
         num_predict = MAX_NUM_PREDICT if num_predict < 0 else min(num_predict, MAX_NUM_PREDICT)
+        request: dict[str, Any] = {k: options[k] for k in ("temperature", "seed") if k in options}
+        if body.get("logprobs"):
+            request["top_logprobs"] = int(body.get("top_logprobs") or 1)
         started = time.perf_counter_ns()
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            reply = self.provider.chat_json(chat, schema, max_tokens=num_predict)
+            reply = self.provider.chat_json(chat, schema, max_tokens=num_predict, **request)
         except LLMError as exc:
             return error(500, str(exc))
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         if self._stopped.is_set():
             return None, b"", json_type
         total = time.perf_counter_ns() - started
@@ -434,6 +450,15 @@ class OllamaAPIServer:
             "eval_count": reply.output_tokens,
             "eval_duration": total - total // 4,
         }
+        if reply.logprobs is not None:  # Ollama's shape: the generated token, its logprob, the top alternatives
+            final["logprobs"] = [
+                {
+                    "token": t["token"],
+                    "logprob": t["top"][t["token"]],
+                    "top_logprobs": [{"token": k, "logprob": v} for k, v in t["top"].items()],
+                }
+                for t in reply.logprobs
+            ]
         if body.get("stream", True) is False:
             return 200, json.dumps(final).encode(), json_type
         # Ollama streams NDJSON by default: content chunks, then a final chunk with the counts.

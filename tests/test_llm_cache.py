@@ -28,19 +28,19 @@ class ScriptedLLM(LLMProvider):
 
     name = "scripted"
 
-    def __init__(self, *script: str | Exception, retries: int = 0, seed: int = 13) -> None:
+    def __init__(self, *script: str | LLMReply | Exception, retries: int = 0, seed: int = 13) -> None:
         super().__init__("script-1", seed=seed, retries=retries)
         self.script = list(script)
         self.seen: list[list[Message]] = []
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
         self.seen.append([dict(m) for m in messages])
         if not self.script:
             raise AssertionError("the provider was called more often than the test scripted")
         answer = self.script.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return LLMReply(answer, prompt_tokens=100, output_tokens=7)
+        return answer if isinstance(answer, LLMReply) else LLMReply(answer, prompt_tokens=100, output_tokens=7)
 
 
 def grade(value: Any) -> int:
@@ -345,3 +345,22 @@ def test_zero_retries_means_one_attempt(no_backoff: list[float]) -> None:
     with pytest.raises(LLMError, match=r"failed 1 times in a row \(timed out\)"):
         provider.chat_json(MESSAGES, GRADE_SCHEMA, 16)
     assert len(provider.seen) == 1 and no_backoff == []
+
+
+def test_logprobs_and_a_samples_options_are_cached_under_their_own_key(cache_path: Path) -> None:
+    logprobs = [{"token": "2", "top": {"2": -0.2, "3": -1.9}}]
+    provider = ScriptedLLM(LLMReply('{"grade": 2}', logprobs=logprobs), '{"grade": 3}')
+    llm = CachedLLM(provider, LLMCache(cache_path))
+    ask_one = {"template_hash": "t1", "max_tokens": 16, "validate": grade, "stage": "grade"}
+
+    first = llm.ask_answer(MESSAGES, GRADE_SCHEMA, request={"top_logprobs": 5}, **ask_one)
+    sample = llm.ask_answer(MESSAGES, GRADE_SCHEMA, request={"top_logprobs": 5, "seed": 14}, **ask_one)
+    assert (first.value, first.logprobs) == (2, logprobs) and (sample.value, sample.logprobs) == (3, None)
+
+    again = CachedLLM(ScriptedLLM(), LLMCache(cache_path))
+    assert again.ask_answer(MESSAGES, GRADE_SCHEMA, request={"top_logprobs": 5}, **ask_one) == first
+    assert again.stats.cache_hits == 1 and again.stats.calls == 0
+    line = json.loads(cache_path.read_text().splitlines()[0])
+    line["logprobs"][0]["top"]["3"] = -0.1  # tampered with on disk: not trusted any more
+    cache_path.write_text(json.dumps(line) + "\n")
+    assert LLMCache(cache_path).damaged == 1

@@ -341,3 +341,47 @@ def test_openai_without_a_url_says_what_to_pass(monkeypatch: pytest.MonkeyPatch)
 def test_openai_without_a_model_says_what_to_pass() -> None:
     with pytest.raises(LLMError, match=r"openai provider needs a model name: pass --llm-model"):
         resolve_llm(LLMConfig(provider="openai", host="http://127.0.0.1:1/v1"))
+
+
+# --- log-probabilities: an expected grade from each provider -------------------------------------
+
+
+@pytest.mark.slow  # three real generations
+def test_every_provider_returns_logprobs_for_an_expected_grade(
+    gemma_provider: EmbeddedProvider, ollama_server: OllamaAPIServer, llama_server_url: str
+) -> None:
+    from rerankforge.stages.grade import GRADE_SCHEMA, TOP_LOGPROBS, expected_grade, parse_grade
+    from rerankforge.templates import load_template
+
+    messages = load_template("grade.jinja").render(
+        query="how long does the battery last", passage="A full charge lasts nine hours.", title=None, source="a.md"
+    )
+    providers = [
+        gemma_provider,
+        OllamaProvider(SERVED, host=ollama_server.host, retries=0),
+        OpenAIProvider("gemma-3-270m", host=f"{llama_server_url}/v1", retries=0, timeout_s=60),
+    ]
+    for provider in providers:
+        reply = provider.chat_json(messages, GRADE_SCHEMA, max_tokens=24, top_logprobs=TOP_LOGPROBS)
+
+        grade = parse_grade(extract_json(reply.text))
+        assert reply.logprobs, provider.identity
+        digit = next(t for t in reply.logprobs if t["token"].strip() == str(grade))
+        assert len(digit["top"]) >= 2  # alternatives, not only the chosen token
+        score = expected_grade(reply.logprobs)
+        assert score is not None and 0.0 <= score <= 3.0
+    sent = ollama_server.requests_to("/api/chat")[-1].body
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, TOP_LOGPROBS)
+
+
+@pytest.mark.slow  # one real generation
+def test_a_sample_sends_its_own_seed_and_temperature(ollama_server: OllamaAPIServer) -> None:
+    provider = OllamaProvider(SERVED, host=ollama_server.host, retries=0, seed=7)
+
+    reply = provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32, seed=9, temperature=0.7)
+
+    _assert_capital_answer(reply.text)
+    assert reply.logprobs is None  # not asked for
+    (sent,) = ollama_server.requests_to("/api/chat")
+    assert (sent.body["options"]["seed"], sent.body["options"]["temperature"]) == (9, 0.7)
+    assert not sent.body.get("logprobs")

@@ -9,8 +9,15 @@ import pytest
 from rerankforge.artifacts import Chunk, Judgment, Query
 from rerankforge.config import GradeConfig
 from rerankforge.stages.evaluate import mrr_at_k, ndcg_at_k
-from rerankforge.stages.grade import parse_grade, training_groups
-from rerankforge.stages.queries import BUILTIN_EXAMPLES, copy_overlap, example_echo, sample_chunks
+from rerankforge.stages.grade import expected_grade, parse_grade, training_groups
+from rerankforge.stages.queries import (
+    BUILTIN_EXAMPLES,
+    assign_styles,
+    copy_overlap,
+    example_echo,
+    pick_dynamic_examples,
+    sample_chunks,
+)
 from rerankforge.stages.train import build_groups, split_queries
 
 
@@ -146,3 +153,53 @@ def test_ndcg_and_mrr_by_hand() -> None:
     assert ndcg_at_k([0, 3], 1) == 0.0  # cut-off
     assert mrr_at_k([0, 1, 2], 10, relevant_min=2) == pytest.approx(1 / 3)
     assert mrr_at_k([0, 1, 2], 2, relevant_min=2) == 0.0
+
+
+def test_sampling_spreads_over_sections_and_keeps_its_order_when_a_file_is_added() -> None:
+    chunks = [
+        Chunk(id=f"big.md#{i}", text=f"t{i}", source="big.md", title=f"section {i // 10}") for i in range(40)
+    ] + _chunks({"a.md": 3})
+    picked = sample_chunks(chunks, budget=8, seed=3)
+    big = [c for c in picked if c.source == "big.md"]
+    assert len(big) == 5 and len({c.title for c in big}) == 4  # every section of big.md before a second one
+
+    more = sample_chunks([*chunks, *_chunks({"new.md": 5})], budget=60, seed=3)
+    assert [c.id for c in more if c.source != "new.md"] == [c.id for c in sample_chunks(chunks, 60, seed=3)]
+
+
+def test_styles_follow_the_mix() -> None:
+    styles = assign_styles(10, {"question": 2.0, "keyword": 1.0, "paraphrase": 1.0}, seed=0)
+    assert sorted(styles) == ["keyword"] * 3 + ["paraphrase"] * 2 + ["question"] * 5  # the tie goes by name
+    assert assign_styles(3, {"keyword": 1.0, "question": 0.0}, seed=0) == ["keyword"] * 3
+    assert styles == assign_styles(10, {"question": 2.0, "keyword": 1.0, "paraphrase": 1.0}, seed=0)
+
+
+def test_dynamic_examples_come_from_other_files() -> None:
+    chunks = {c.id: c for c in _chunks({"a.md": 2, "b.md": 2, "c.md": 2})}
+    kept = [Query(id=f"q{i}", text=f"query about {cid}", chunk_id=cid) for i, cid in enumerate(chunks)]
+
+    picked = pick_dynamic_examples(kept, chunks, "a.md", 2, seed=1)
+
+    assert len(picked) == 2 and not any("a.md" in text for text in picked)
+    assert {text.split()[-1].split("#")[0] for text in picked} == {"b.md", "c.md"}  # one per file first
+    assert pick_dynamic_examples(kept, chunks, "a.md", 0, seed=1) == []
+
+
+def test_expected_grade_weighs_the_grade_digits_only() -> None:
+    certain = [{"token": "{", "top": {"{": 0.0}}, {"token": "3", "top": {"3": 0.0}}]
+    assert expected_grade(certain) == 3.0
+    torn = [{"token": "1", "top": {"1": math.log(0.5), " 2": math.log(0.25), "2": math.log(0.25), "x": -0.1}}]
+    assert expected_grade(torn) == pytest.approx(1.5)
+    assert expected_grade([{"token": "yes", "top": {"yes": 0.0}}]) is None
+    assert expected_grade(None) is None
+
+
+def test_training_groups_use_the_expected_grade_as_the_level() -> None:
+    chunks = {c.id: c for c in _chunks({"a.md": 3})}
+    judgments = [
+        Judgment(query_id="q0", chunk_id="a.md#0", grade=3, score=2.6),
+        Judgment(query_id="q0", chunk_id="a.md#1", grade=2),
+        Judgment(query_id="q0", chunk_id="a.md#2", grade=0, score=0.3),
+    ]
+    (group,) = training_groups([Query(id="q0", text="q", chunk_id="a.md#0")], chunks, judgments, GradeConfig())
+    assert (group.pos_ids, group.pos_scores, group.neg_scores) == (["a.md#0", "a.md#1"], [2.6, 2.0], [0.3])

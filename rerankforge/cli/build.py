@@ -94,7 +94,13 @@ def build(
     run_dir: RunDirOpt = None,
     llm_provider: Annotated[str | None, typer.Option(help="auto, ollama, openai or embedded.")] = None,
     llm_model: Annotated[str | None, typer.Option(help="Model name, or a GGUF path for embedded.")] = None,
-    llm_host: Annotated[str | None, typer.Option(help="LLM server URL (Ollama / OpenAI-compatible).")] = None,
+    llm_host: Annotated[
+        list[str] | None,
+        typer.Option(help="LLM server URL (Ollama / OpenAI-compatible); repeat it to spread calls over servers."),
+    ] = None,
+    llm_concurrency: Annotated[
+        int | None, typer.Option(help="LLM calls in flight (default: $OLLAMA_NUM_PARALLEL per host, else 4).")
+    ] = None,
     max_queries: Annotated[int | None, typer.Option(help="Query budget: chunks that get LLM queries.")] = None,
     top_k: Annotated[int | None, typer.Option(help="First-stage candidates graded per query.")] = None,
     loss: Annotated[str | None, typer.Option(help="lce, wasserstein, bce, listnet or lambda.")] = None,
@@ -115,6 +121,10 @@ def build(
     ] = None,
     until: Annotated[str | None, typer.Option(help=f"Stop after this stage ({', '.join(STAGE_NAMES)}).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Parse, then print LLM calls, tokens and time per stage; call nothing else."),
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Never prompt (CI, Docker).")] = False,
 ) -> None:
     """Build a reranker from DOCS: parse, queries, mine, grade, train, evaluate, export."""
@@ -122,7 +132,9 @@ def build(
     from rerankforge.report import write_report
 
     options = {
-        "llm__provider": llm_provider, "llm__model": llm_model, "llm__host": llm_host,
+        "llm__provider": llm_provider, "llm__model": llm_model, "llm__concurrency": llm_concurrency,
+        "llm__host": llm_host[0] if llm_host and len(llm_host) == 1 else None,
+        "llm__hosts": llm_host if llm_host and len(llm_host) > 1 else None,
         "queries__max_queries": max_queries, "mine__top_k": top_k, "mine__bi_encoder": bi_encoder,
         "mine__qdrant_url": qdrant_url, "train__loss": loss, "train__backbone": backbone, "train__epochs": epochs,
         "parse__include": include or None, "parse__exclude": exclude or None, "parse__workers": workers,
@@ -131,6 +143,9 @@ def build(
     cfg = load_config(config, docs=str(docs), run_dir=str(run_dir) if run_dir else None, **_overrides(**options))
     if Launch.from_env().follower:  # under torchrun every rank trains; rank 0 alone asks, shows and writes
         run_build(cfg, force=force, until=until)
+        return
+    if dry_run:
+        _dry_run(cfg)
         return
     interactive = sys.stdin.isatty() and sys.stdout.isatty() and not yes
     if interactive and all(v is None for v in options.values()) and config is None:
@@ -176,3 +191,35 @@ def _evaluate_on_labels(cfg: BuildConfig, run_dir: Path) -> None:
     )  # fmt: skip
     with StageProgress() as progress:
         run_labelled_evaluation(spec, progress=lambda done, total, note: progress("eval", done, total, note))
+
+
+def _dry_run(cfg: BuildConfig) -> None:
+    """The budget planner's table: LLM calls, tokens and estimated time per stage."""
+    from rich.table import Table
+
+    from rerankforge.planner import plan_build
+
+    with StageProgress() as progress:
+        plan = plan_build(cfg, progress=progress)
+    table = Table(title=f"LLM budget ({plan.chunks} chunks, {plan.concurrency} calls in flight)")
+    for column in ("stage", "calls", "prompt tokens", "output tokens", "estimated time"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in plan.stages:
+        seconds = "?" if stage.seconds is None else f"{stage.seconds:.0f} s"
+        table.add_row(stage.stage, str(stage.calls), str(stage.prompt_tokens), str(stage.output_tokens), seconds)
+    total = plan.total_seconds
+    table.add_row(
+        "total",
+        str(sum(s.calls for s in plan.stages)),
+        str(sum(s.prompt_tokens for s in plan.stages)),
+        str(sum(s.output_tokens for s in plan.stages)),
+        "?" if total is None else f"{total / 60:.1f} min",
+    )
+    console.print(table)
+    c = plan.calibration
+    if c:
+        console.print(
+            f"Calibrated on {cfg.llm.provider} {cfg.llm.model or ''}: one query call {c['query_seconds']} s, one "
+            f"grading call {c['grade_seconds']} s, {c['chars_per_token']:.1f} characters per token, model load "
+            f"{c['load_seconds']} s. Grading assumes every query is kept."
+        )

@@ -11,7 +11,23 @@ from rerankforge.llm.cache import CachedLLM, LLMCache
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CachedLLM", "LLMCache", "LLMProvider", "LLMReply", "extract_json", "make_provider", "resolve_llm"]
+__all__ = [
+    "CachedLLM",
+    "LLMCache",
+    "LLMProvider",
+    "LLMReply",
+    "concurrency_for",
+    "extract_json",
+    "make_provider",
+    "resolve_llm",
+]
+
+
+def concurrency_for(cfg: LLMConfig, provider: LLMProvider) -> int:
+    """Calls in flight: ``llm.concurrency`` when set, else the provider's default for its hosts."""
+    from rerankforge.llm.hosts import default_concurrency
+
+    return cfg.concurrency or default_concurrency(provider.name, len(cfg.server_urls()))
 
 
 def _pick_ollama_model(models: list[str]) -> str | None:
@@ -26,6 +42,8 @@ def resolve_llm(cfg: LLMConfig) -> LLMConfig:
     Ollama wins when a server answers at the configured host / ``$OLLAMA_HOST`` and has a chat model;
     otherwise the embedded llama.cpp runtime with the packaged GGUF.
     """
+    if cfg.hosts and not cfg.host:
+        cfg = cfg.model_copy(update={"host": cfg.hosts[0]})  # the first host answers for all of them
     if cfg.provider == "auto":
         from rerankforge.llm.ollama import list_ollama_models
 
@@ -51,8 +69,18 @@ def resolve_llm(cfg: LLMConfig) -> LLMConfig:
 
 
 def make_provider(cfg: LLMConfig) -> LLMProvider:
-    """Build the provider a (resolved) config names."""
+    """Build the provider a (resolved) config names; several hosts make one provider that spreads calls."""
     cfg = resolve_llm(cfg)
+    urls = cfg.server_urls()
+    if len(urls) > 1 and cfg.provider != "embedded":
+        from rerankforge.llm.hosts import MultiHostProvider
+
+        single = cfg.model_copy(update={"hosts": []})
+        return MultiHostProvider([_make_one(single.model_copy(update={"host": u})) for u in urls], retries=cfg.retries)
+    return _make_one(cfg.model_copy(update={"host": urls[0]}))
+
+
+def _make_one(cfg: LLMConfig) -> LLMProvider:
     common = {"seed": cfg.seed, "temperature": cfg.temperature, "retries": cfg.retries}
     if cfg.provider == "ollama":
         from rerankforge.llm.ollama import OllamaProvider

@@ -18,11 +18,19 @@ logger = logging.getLogger(__name__)
 Message = dict[str, str]
 
 
+# One generated token and its alternatives: ``{"token": "2", "top": {"2": -0.1, "1": -2.4}}``, the most
+# likely tokens at that position with their log-probabilities (JSON as it is, so it caches as it is).
+TokenAlternatives = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class LLMReply:
+    """A model's answer; ``logprobs`` (one entry per generated token) only when asked for and supported."""
+
     text: str
     prompt_tokens: int = 0
     output_tokens: int = 0
+    logprobs: list[TokenAlternatives] | None = None
 
 
 class TransientLLMError(LLMError):
@@ -38,6 +46,7 @@ class LLMProvider(ABC):
     """
 
     name: str = "base"
+    supports_logprobs: bool = False  # True where the runtime returns per-token top log-probabilities
 
     def __init__(self, model: str, *, seed: int = 13, temperature: float = 0.0, retries: int = 2) -> None:
         self.model = model
@@ -54,15 +63,24 @@ class LLMProvider(ABC):
     def sampling_options(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "seed": self.seed}
 
-    @abstractmethod
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply: ...
+    def sampling(self, request: dict[str, Any]) -> tuple[float, int]:
+        """The (temperature, seed) of one call: the provider's own unless the call overrides them."""
+        return request.get("temperature", self.temperature), request.get("seed", self.seed)
 
-    def chat_json(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
-        """One chat call asking for JSON that follows ``schema``; retried on transient faults."""
+    @abstractmethod
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        """One call. ``request`` holds only what a call sets beyond the defaults: ``temperature`` and ``seed``
+        (self-consistency samples), ``top_logprobs`` (alternatives per token, where supported)."""
+
+    def chat_json(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        """One chat call asking for JSON that follows ``schema``; retried on transient faults.
+
+        ``request`` may set ``temperature``, ``seed`` and ``top_logprobs`` for this call only.
+        """
         delay = 1.0
         for attempt in range(self.retries + 1):
             try:
-                return self._chat(messages, schema, max_tokens)
+                return self._chat(messages, schema, max_tokens, **request)
             except TransientLLMError as exc:
                 if attempt == self.retries:
                     raise LLMError(
@@ -78,6 +96,24 @@ class LLMProvider(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for remote providers
         """Release the model or connection (no-op for remote providers)."""
+
+
+def token_alternatives(content: list[Any]) -> list[TokenAlternatives]:
+    """Per-token alternatives from an OpenAI-style ``logprobs.content`` list (dicts or client objects).
+
+    The generated token is always among them, also when a grammar picked one outside the top list.
+
+    Example:
+        >>> token_alternatives([{"token": "2", "logprob": -0.1, "top_logprobs": [{"token": "1", "logprob": -2.4}]}])
+        [{'token': '2', 'top': {'1': -2.4, '2': -0.1}}]
+    """
+    alternatives = []
+    for item in content:
+        item = item if isinstance(item, dict) else item.model_dump()
+        top = {t["token"]: float(t["logprob"]) for t in item.get("top_logprobs") or []}
+        top.setdefault(item["token"], float(item["logprob"]))
+        alternatives.append({"token": item["token"], "top": top})
+    return alternatives
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rerankforge.llm.base import LLMProvider, Message, extract_json
+from rerankforge.llm.base import LLMProvider, Message, TokenAlternatives, extract_json
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,13 +32,15 @@ class LLMStats:
         return dict(self.__dict__)
 
 
-def entry_checksum(key: str, text: str, ok: bool) -> str:
+def entry_checksum(key: str, text: str, ok: bool, logprobs: list[TokenAlternatives] | None = None) -> str:
     """A short sha256 over one cache entry: a line changed on disk no longer matches it."""
-    return hashlib.sha256(json.dumps([key, text, ok], ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    material: list[Any] = [key, text, ok] if logprobs is None else [key, text, ok, logprobs]
+    return hashlib.sha256(json.dumps(material, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 class LLMCache:
-    """JSONL file of ``{"key", "text", "ok", "sum"}``; each answer is appended and flushed as it arrives.
+    """JSONL file of ``{"key", "text", "ok", "sum"}`` (and ``logprobs`` where asked for); each answer is
+    appended and flushed as it arrives.
 
     A torn last line (a crash mid-write) is ignored on load, so at most the call in flight is lost. An entry
     whose checksum does not match its content was damaged on disk: it is not trusted, and the call is made
@@ -56,7 +58,7 @@ class LLMCache:
                     try:
                         entry = json.loads(line)
                         key, text, ok = entry["key"], entry["text"], entry["ok"]
-                        if "sum" in entry and entry["sum"] != entry_checksum(key, text, ok):
+                        if "sum" in entry and entry["sum"] != entry_checksum(key, text, ok, entry.get("logprobs")):
                             raise ValueError("checksum mismatch")
                         self._entries[key] = entry
                     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -76,8 +78,12 @@ class LLMCache:
     def get(self, key: str) -> dict[str, Any] | None:
         return self._entries.get(key)
 
-    def put(self, key: str, text: str, ok: bool) -> None:
-        entry = {"key": key, "text": text, "ok": ok, "sum": entry_checksum(key, text, ok)}
+    def put(self, key: str, text: str, ok: bool, logprobs: list[TokenAlternatives] | None = None) -> None:
+        """Append one answer (thread-safe: one whole line per call, flushed and synced before it returns)."""
+        entry: dict[str, Any] = {"key": key, "text": text, "ok": ok}
+        if logprobs is not None:
+            entry["logprobs"] = logprobs
+        entry["sum"] = entry_checksum(key, text, ok, logprobs)
         with self._lock:
             self._entries[key] = entry
             with self.path.open("a", encoding="utf-8") as handle:
@@ -86,21 +92,48 @@ class LLMCache:
                 os.fsync(handle.fileno())
 
 
-class CachedLLM:
-    """Asks a provider for JSON through the cache, re-asking once when the output cannot be used."""
+@dataclass(frozen=True)
+class Answer:
+    """A validated answer and, where asked for and returned, the per-token log-probabilities behind it."""
 
-    def __init__(self, provider: LLMProvider, cache: LLMCache) -> None:
+    value: Any
+    logprobs: list[TokenAlternatives] | None = None
+
+
+class CachedLLM:
+    """Asks a provider for JSON through the cache, re-asking once when the output cannot be used.
+
+    Safe to call from several threads: the cache appends whole lines under a lock, the counters too.
+    """
+
+    def __init__(self, provider: LLMProvider, cache: LLMCache, concurrency: int = 1) -> None:
         self.provider = provider
         self.cache = cache
+        self.concurrency = concurrency
         self.stats = LLMStats()
+        self._stats_lock = threading.Lock()
 
-    def key(self, messages: list[Message], schema: dict[str, Any], template_hash: str) -> str:
+    def key(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any],
+        template_hash: str,
+        request: dict[str, Any] | None = None,
+    ) -> str:
+        # A call's own options (seed and temperature of a sample, top_logprobs) override the provider's;
+        # without any the key is what it always was, so earlier caches stay valid.
+        options = {**self.provider.sampling_options(), **(request or {})}
         material = json.dumps(
-            [self.provider.identity, template_hash, messages, schema, self.provider.sampling_options()],
+            [self.provider.identity, template_hash, messages, schema, options],
             sort_keys=True,
             ensure_ascii=False,
         )
         return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+    def _count(self, **changes: int) -> None:
+        with self._stats_lock:
+            for name, value in changes.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
 
     def ask(
         self,
@@ -113,31 +146,50 @@ class CachedLLM:
         stage: str,
     ) -> T | None:
         """Return ``validate(parsed JSON)``, or ``None`` when the model fails twice (counted, cached)."""
-        key = self.key(messages, schema, template_hash)
+        answer = self.ask_answer(
+            messages, schema, template_hash=template_hash, max_tokens=max_tokens, validate=validate, stage=stage
+        )
+        return None if answer is None else answer.value
+
+    def ask_answer(
+        self,
+        messages: list[Message],
+        schema: dict[str, Any],
+        *,
+        template_hash: str,
+        max_tokens: int,
+        validate: Callable[[Any], Any],
+        stage: str,
+        request: dict[str, Any] | None = None,
+    ) -> Answer | None:
+        """Like :meth:`ask`, with this call's own ``request`` options, returning the log-probabilities too."""
+        request = request or {}
+        key = self.key(messages, schema, template_hash, request)
         cached = self.cache.get(key)
         if cached is not None:
             if not cached["ok"]:
-                self.stats.cache_hits += 1
+                self._count(cache_hits=1)
                 return None
             try:
                 value = validate(extract_json(cached["text"]))
-                self.stats.cache_hits += 1
-                return value
+                self._count(cache_hits=1)
+                return Answer(value, cached.get("logprobs"))
             except (ValueError, TypeError, KeyError):
                 logger.warning("A cached LLM answer no longer validates; asking again")
         text = ""
         asked = messages
         for attempt in range(2):
-            reply = self.provider.chat_json(asked, schema, max_tokens)
-            self.stats.calls += 1
-            self.stats.by_stage[stage] = self.stats.by_stage.get(stage, 0) + 1
-            self.stats.prompt_tokens += reply.prompt_tokens
-            self.stats.output_tokens += reply.output_tokens
+            reply = self.provider.chat_json(asked, schema, max_tokens, **request)
+            with self._stats_lock:
+                self.stats.calls += 1
+                self.stats.by_stage[stage] = self.stats.by_stage.get(stage, 0) + 1
+                self.stats.prompt_tokens += reply.prompt_tokens
+                self.stats.output_tokens += reply.output_tokens
             text = reply.text
             try:
                 value = validate(extract_json(text))
             except (ValueError, TypeError, KeyError) as exc:
-                self.stats.invalid_outputs += 1
+                self._count(invalid_outputs=1)
                 logger.debug("Invalid LLM output (attempt %d): %s", attempt + 1, exc)
                 asked = [
                     *messages,
@@ -148,8 +200,8 @@ class CachedLLM:
                     },
                 ]
                 continue
-            self.cache.put(key, text, ok=True)
-            return value
-        self.stats.failed += 1
+            self.cache.put(key, text, ok=True, logprobs=reply.logprobs)
+            return Answer(value, reply.logprobs)
+        self._count(failed=1)
         self.cache.put(key, text, ok=False)
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rerankforge.errors import LLMError, MissingDependencyError
-from rerankforge.llm.base import LLMProvider, LLMReply, Message, TransientLLMError
+from rerankforge.llm.base import LLMProvider, LLMReply, Message, TransientLLMError, token_alternatives
 from rerankforge.llm.packaged import DEFAULT_EMBEDDED_MODEL, PACKAGED_MODELS, packaged_gguf_path
 
 
@@ -29,6 +29,7 @@ def resolve_gguf(model: str | None) -> Path:
 
 class EmbeddedProvider(LLMProvider):
     name = "embedded"
+    supports_logprobs = True
 
     def __init__(
         self,
@@ -67,24 +68,30 @@ class EmbeddedProvider(LLMProvider):
             raise LLMError(f"llama.cpp could not load {path}: {exc}. Is it a valid GGUF file?") from exc
         self._lock = threading.Lock()
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
-        request = {
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        temperature, seed = self.sampling(request)
+        body: dict[str, Any] = {
             "messages": messages,
             "max_tokens": max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
+            "temperature": temperature,
+            "seed": seed,
             "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
         }
+        if request.get("top_logprobs"):
+            body.update(logprobs=True, top_logprobs=request["top_logprobs"])
         with self._lock:
-            response = self._server.handle_chat_completions(request)
+            response = self._server.handle_chat_completions(body)
         if "error" in response:
             message = response["error"].get("message", response["error"])
             raise TransientLLMError(f"llama.cpp error: {message}")
         usage = response.get("usage", {})
+        choice = response["choices"][0]
+        content = (choice.get("logprobs") or {}).get("content")
         return LLMReply(
-            text=response["choices"][0]["message"].get("content") or "",
+            text=choice["message"].get("content") or "",
             prompt_tokens=usage.get("prompt_tokens", 0),
             output_tokens=usage.get("completion_tokens", 0),
+            logprobs=token_alternatives(content) if content else None,
         )
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from rerankforge.errors import LLMError, MissingDependencyError
-from rerankforge.llm.base import LLMProvider, LLMReply, Message, TransientLLMError
+from rerankforge.llm.base import LLMProvider, LLMReply, Message, TransientLLMError, token_alternatives
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -37,6 +37,7 @@ def list_ollama_models(host: str | None = None, timeout: float = 2.0) -> list[st
 
 class OllamaProvider(LLMProvider):
     name = "ollama"
+    supports_logprobs = True  # Ollama 0.12.11 and later; older servers leave them out and grades use the argmax
 
     def __init__(
         self,
@@ -58,17 +59,23 @@ class OllamaProvider(LLMProvider):
     def sampling_options(self) -> dict[str, Any]:
         return {**super().sampling_options(), "num_ctx": self.num_ctx}
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
         import httpx
         import ollama
 
+        temperature, seed = self.sampling(request)
+        options = {**self.sampling_options(), "temperature": temperature, "seed": seed, "num_predict": max_tokens}
+        extra: dict[str, Any] = {}
+        if request.get("top_logprobs"):
+            extra = {"logprobs": True, "top_logprobs": request["top_logprobs"]}
         try:
             response = self._client.chat(
                 model=self.model,
                 messages=messages,
                 format=schema,
                 keep_alive=self.keep_alive,
-                options={**self.sampling_options(), "num_predict": max_tokens},
+                options=options,
+                **extra,
             )
         except ollama.ResponseError as exc:
             if exc.status_code == 404:
@@ -95,4 +102,5 @@ class OllamaProvider(LLMProvider):
             text=response.message.content or "",
             prompt_tokens=response.prompt_eval_count or 0,
             output_tokens=response.eval_count or 0,
+            logprobs=token_alternatives(response.logprobs) if response.logprobs else None,
         )

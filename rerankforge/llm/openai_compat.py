@@ -6,11 +6,12 @@ import os
 from typing import Any
 
 from rerankforge.errors import LLMError, MissingDependencyError
-from rerankforge.llm.base import LLMProvider, LLMReply, Message, TransientLLMError
+from rerankforge.llm.base import LLMProvider, LLMReply, Message, TransientLLMError, token_alternatives
 
 
 class OpenAIProvider(LLMProvider):
     name = "openai"
+    supports_logprobs = True  # vLLM and llama.cpp's server return them; a server that refuses is asked without
 
     def __init__(
         self,
@@ -37,27 +38,32 @@ class OpenAIProvider(LLMProvider):
         )
         self._json_schema_supported = True
 
-    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int) -> LLMReply:
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
         import openai
 
-        response_format: dict[str, Any] | None = None
+        temperature, seed = self.sampling(request)
+        kwargs: dict[str, Any] = {}
         if self._json_schema_supported:
-            response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
-        kwargs: dict[str, Any] = {"response_format": response_format} if response_format else {}
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+        if request.get("top_logprobs") and self.supports_logprobs:
+            kwargs.update(logprobs=True, top_logprobs=request["top_logprobs"])
         try:
             response = self._client.chat.completions.create(
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
-                temperature=self.temperature,
-                seed=self.seed,
+                temperature=temperature,
+                seed=seed,
                 **kwargs,
             )
         except openai.BadRequestError as exc:
-            if response_format and "response_format" in str(exc):
+            if "response_format" in kwargs and "response_format" in str(exc):
                 # Servers without JSON-schema support: fall back to tolerant parsing of plain output.
                 self._json_schema_supported = False
-                return self._chat(messages, schema, max_tokens)
+                return self._chat(messages, schema, max_tokens, **request)
+            if "logprobs" in kwargs and "logprobs" in str(exc):
+                self.supports_logprobs = False  # this server has none: grades fall back to the argmax
+                return self._chat(messages, schema, max_tokens, **request)
             raise LLMError(f"{self.host} refused the request: {exc}") from exc
         except openai.NotFoundError as exc:
             raise LLMError(f"{self.host} does not serve model '{self.model}' ({exc}). Check --llm-model.") from exc
@@ -68,8 +74,11 @@ class OpenAIProvider(LLMProvider):
         except openai.APIConnectionError as exc:
             raise TransientLLMError(f"cannot reach {self.host}: {exc}") from exc
         usage = response.usage
+        choice = response.choices[0]
+        content = choice.logprobs.content if choice.logprobs else None
         return LLMReply(
-            text=response.choices[0].message.content or "",
+            text=choice.message.content or "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
+            logprobs=token_alternatives(content) if content else None,
         )

@@ -1,15 +1,22 @@
 """Stage 2: the LLM writes search queries for a budgeted sample of chunks, few-shot, as JSON.
 
-Duplicates, queries of the wrong length and copies of the chunk are dropped and counted.
+The sample spreads over files and their sections; each chunk is asked for one style of query (question,
+keywords, paraphrase) in a configured mix. Few-shot examples are the built-in or the user's, plus queries
+this build already kept for other files (asked in rounds, so the order of calls never changes the result).
+Duplicates, queries of the wrong length, copies of the chunk, echoes of the examples, and queries whose
+source chunk the bi-encoder does not find (the round trip) are dropped and counted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rerankforge.artifacts import Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig, QueriesConfig
@@ -18,8 +25,10 @@ from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
 from rerankforge.templates import load_template
 
-VERSION = "2"  # 2: queries that echo the few-shot examples are dropped
+VERSION = "3"  # 3: styles, dynamic examples, round-trip filter, sampling over sections
+# 2: queries that echo the few-shot examples are dropped
 ECHO_THRESHOLD = 0.5  # share of content words taken from the examples (not the passage)
+ROUND = 16  # chunks asked together; a round's few-shot examples come from the rounds before it
 
 # Domain-neutral few-shot examples, used when the user gives none.
 BUILTIN_EXAMPLES = [
@@ -44,25 +53,76 @@ def load_examples(cfg: QueriesConfig) -> list[str]:
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
+    from rerankforge.models import resolve_model
+
+    round_trip = cfg.queries.round_trip_top_k > 0
     return {
         **llm_cache_inputs(cfg, cfg.queries.template),
         "examples": load_examples(cfg.queries),
+        "bi_encoder": resolve_model(cfg.mine.bi_encoder) if round_trip else None,
+        "seed": cfg.train.seed,
     }
 
 
+def queries_schema(cfg: QueriesConfig) -> dict[str, Any]:
+    """The JSON the model must write: only the list of queries, each of a bounded length, so a grammar-constrained
+    model cannot ramble on in extra keys until ``max_tokens`` (which costs time and truncates the JSON)."""
+    query = {"type": "string", "minLength": 1, "maxLength": 12 * cfg.max_words}
+    return {
+        "type": "object",
+        "properties": {"queries": {"type": "array", "items": query, "minItems": 1, "maxItems": cfg.per_chunk}},
+        "required": ["queries"],
+        "additionalProperties": False,
+    }
+
+
+def _rank(seed: int, name: str) -> str:
+    """A seeded order that does not depend on the other names: adding a file leaves the others' order alone."""
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
+def _interleave(queues: list[list[Chunk]]) -> list[Chunk]:
+    """One from each queue in turn, until all are empty."""
+    out: list[Chunk] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
 def sample_chunks(chunks: list[Chunk], budget: int, seed: int) -> list[Chunk]:
-    """Spread the budget across files: shuffle each file's chunks, then take one per file in turn."""
-    rng = random.Random(seed)
-    by_source: dict[str, list[Chunk]] = defaultdict(list)
+    """Spread the budget across files, and within a file across its sections (GPL's rule: few queries per
+    passage, many passages): one chunk per file in turn, each file taking its sections in turn.
+
+    The order is a seeded hash of file names and chunk ids, so adding files keeps the others' order.
+    """
+    by_file: dict[str, dict[str, list[Chunk]]] = defaultdict(lambda: defaultdict(list))
     for chunk in chunks:
-        by_source[chunk.source].append(chunk)
-    queues = [rng.sample(group, len(group)) for _, group in sorted(by_source.items())]
-    rng.shuffle(queues)
-    picked: list[Chunk] = []
-    while len(picked) < budget and any(queues):
-        for queue in queues:
-            if queue and len(picked) < budget:
-                picked.append(queue.pop())
+        by_file[chunk.source][chunk.title or ""].append(chunk)
+    queues = []
+    for source in sorted(by_file, key=lambda name: _rank(seed, name)):
+        sections = by_file[source]
+        ordered = [
+            sorted(sections[title], key=lambda c: _rank(seed, c.id))
+            for title in sorted(sections, key=lambda t: _rank(seed, f"{source}#{t}"))
+        ]
+        queues.append(_interleave(ordered))
+    return _interleave(queues)[:budget]
+
+
+def assign_styles(n: int, styles: dict[str, float], seed: int) -> list[str]:
+    """``n`` styles in the configured proportions (largest remainder), in a seeded order.
+
+    Example:
+        >>> sorted(assign_styles(4, {"question": 2.0, "keyword": 1.0, "paraphrase": 1.0}, seed=0))
+        ['keyword', 'paraphrase', 'question', 'question']
+    """
+    total = sum(styles.values())
+    shares = {name: n * weight / total for name, weight in styles.items()}
+    counts = {name: int(share) for name, share in shares.items()}
+    for name in sorted(shares, key=lambda k: (counts[k] - shares[k], k))[: n - sum(counts.values())]:
+        counts[name] += 1
+    picked = [name for name in sorted(counts) for _ in range(counts[name])]
+    random.Random(seed).shuffle(picked)
     return picked
 
 
@@ -115,24 +175,56 @@ def example_echo(query: str, passage: str, examples: list[str]) -> float:
     return len(words & from_examples) / len(words)
 
 
+class RoundTrip:
+    """The bi-encoder's top-k over the whole corpus: a query passes when its source chunk is among them."""
+
+    def __init__(self, chunks: list[Chunk], bi_encoder: str, top_k: int, batch_size: int) -> None:
+        from rerankforge.stages.mine import embed, load_bi_encoder
+
+        self._embed = embed
+        self.model = load_bi_encoder(bi_encoder)
+        self.top_k = min(top_k, len(chunks))
+        self.batch_size = batch_size
+        self.position = {c.id: i for i, c in enumerate(chunks)}
+        self.vectors = embed(self.model.encode_document, [c.text for c in chunks], batch_size)
+
+    def passes(self, queries: list[tuple[str, str]]) -> list[bool]:
+        """For each (query text, source chunk id): is the source in the query's top-k?"""
+        if not queries:
+            return []
+        vectors = self._embed(self.model.encode_query, [text for text, _ in queries], self.batch_size)
+        scores = vectors @ self.vectors.T
+        results = []
+        for row, (_, chunk_id) in zip(scores, queries, strict=True):
+            source = row[self.position[chunk_id]]
+            results.append(int(np.sum(row > source)) < self.top_k)  # ties count in the query's favour
+        return results
+
+
+def pick_dynamic_examples(kept: list[Query], chunks: dict[str, Chunk], source: str, n: int, seed: int) -> list[str]:
+    """``n`` kept queries written for other files than ``source``, one per file first, in a seeded order."""
+    if n <= 0:
+        return []
+    others = [q for q in kept if chunks[q.chunk_id].source != source]
+    others.sort(key=lambda q: _rank(seed, q.id))
+    by_file: dict[str, list[Query]] = defaultdict(list)
+    for query in others:
+        by_file[chunks[query.chunk_id].source].append(query)
+    return [q.text for q in _interleave(list(by_file.values()))[:n]]  # type: ignore[arg-type]
+
+
 def run(ctx: StageContext) -> StageResult:
+    from rerankforge.llm.hosts import map_ordered
+
     cfg = ctx.config.queries
+    seed = ctx.config.train.seed
     chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
+    by_id = {c.id: c for c in chunks}
     template = load_template(cfg.template)
     examples = load_examples(cfg)
-    sample = sample_chunks(chunks, cfg.max_queries, ctx.config.train.seed)
-    schema = {
-        "type": "object",
-        "properties": {
-            "queries": {
-                "type": "array",
-                "items": {"type": "string"},
-                "minItems": 1,
-                "maxItems": cfg.per_chunk,
-            }
-        },
-        "required": ["queries"],
-    }
+    sample = sample_chunks(chunks, cfg.max_queries, seed)
+    styles = assign_styles(len(sample), cfg.styles, seed)
+    schema = queries_schema(cfg)
 
     def validate(value: Any) -> list[str]:
         items = value["queries"] if isinstance(value, dict) else value
@@ -142,13 +234,20 @@ def run(ctx: StageContext) -> StageResult:
 
     kept: list[Query] = []
     seen: set[str] = set()
-    dropped = {"duplicate": 0, "length": 0, "copied_from_chunk": 0, "echoed_example": 0, "llm_failed": 0}
-    for done, chunk in enumerate(sample):
-        ctx.progress(done, len(sample), chunk.source)
+    dropped = {
+        "duplicate": 0, "length": 0, "copied_from_chunk": 0, "echoed_example": 0, "round_trip": 0, "llm_failed": 0,
+    }  # fmt: skip
+    round_trip = None
+    if cfg.round_trip_top_k:
+        ctx.progress(0, len(sample), "embedding chunks for the round-trip filter")
+        round_trip = RoundTrip(chunks, ctx.config.mine.bi_encoder, cfg.round_trip_top_k, ctx.config.mine.batch_size)
+
+    def ask(job: tuple[Chunk, str, list[str]]) -> list[str] | None:
+        chunk, style, shots = job
         messages = template.render(
-            passage=chunk.text, title=chunk.title, source=chunk.source, examples=examples, n=cfg.per_chunk
+            passage=chunk.text, title=chunk.title, source=chunk.source, examples=shots, n=cfg.per_chunk, style=style
         )
-        answer = ctx.llm.ask(
+        return ctx.llm.ask(
             messages,
             schema,
             template_hash=template.sha256,
@@ -156,23 +255,33 @@ def run(ctx: StageContext) -> StageResult:
             validate=validate,
             stage="queries",
         )
-        if answer is None:
-            dropped["llm_failed"] += 1
-            continue
-        for text in answer[: cfg.per_chunk]:
-            normal = " ".join(_words(text))
-            n_words = len(normal.split())
-            if normal in seen:
-                dropped["duplicate"] += 1
-            elif not cfg.min_words <= n_words <= cfg.max_words:
-                dropped["length"] += 1
-            elif copy_overlap(text, chunk.text) > cfg.max_copy_overlap:
-                dropped["copied_from_chunk"] += 1
-            elif example_echo(text, chunk.text, examples) >= ECHO_THRESHOLD:
-                dropped["echoed_example"] += 1
-            else:
-                seen.add(normal)
-                kept.append(Query(id=f"q{len(kept)}", text=text, chunk_id=chunk.id))
+
+    done = 0
+    for start in range(0, len(sample), ROUND):
+        jobs = []
+        for chunk, style in zip(sample[start : start + ROUND], styles[start : start + ROUND], strict=True):
+            dynamic = pick_dynamic_examples(kept, by_id, chunk.source, cfg.dynamic_examples, seed + start)
+            jobs.append((chunk, style, [*examples[: max(len(examples) - len(dynamic), 2)], *dynamic]))
+        candidates: list[Query] = []
+        for (chunk, style, shots), answer in zip(jobs, map_ordered(ask, jobs, ctx.llm.concurrency), strict=True):
+            done += 1
+            ctx.progress(done, len(sample), chunk.source)
+            if answer is None:
+                dropped["llm_failed"] += 1
+                continue
+            for text in answer[: cfg.per_chunk]:
+                reason = _drop_reason(text, chunk, shots, seen, cfg)
+                if reason:
+                    dropped[reason] += 1
+                    continue
+                seen.add(" ".join(_words(text)))
+                candidates.append(Query(id="", text=text, chunk_id=chunk.id, style=style))
+        passes = round_trip.passes([(q.text, q.chunk_id) for q in candidates]) if round_trip else []
+        for i, query in enumerate(candidates):
+            if round_trip is not None and not passes[i]:
+                dropped["round_trip"] += 1
+                continue
+            kept.append(query.model_copy(update={"id": f"q{len(kept)}"}))
     ctx.progress(len(sample), len(sample))
     if len(kept) < 4:
         raise StageError(
@@ -181,5 +290,26 @@ def run(ctx: StageContext) -> StageResult:
         )
     write_jsonl(ctx.out / "queries.jsonl", kept)
     write_jsonl(ctx.out / "beir_queries.jsonl", ({"_id": q.id, "text": q.text} for q in kept))
-    summary = {"chunks_sampled": len(sample), "queries_kept": len(kept), "dropped": dropped}
+    kept_by_style = {style: sum(1 for q in kept if q.style == style) for style in sorted(set(styles))}
+    summary = {
+        "chunks_sampled": len(sample),
+        "files_sampled": len({c.source for c in sample}),
+        "queries_kept": len(kept),
+        "kept_by_style": kept_by_style,
+        "dropped": dropped,
+    }
     return StageResult(files=["queries/queries.jsonl", "queries/beir_queries.jsonl"], summary=summary)
+
+
+def _drop_reason(text: str, chunk: Chunk, examples: list[str], seen: set[str], cfg: QueriesConfig) -> str | None:
+    """Why a written query is not kept, or None when it passes the text filters."""
+    normal = " ".join(_words(text))
+    if normal in seen:
+        return "duplicate"
+    if not cfg.min_words <= len(normal.split()) <= cfg.max_words:
+        return "length"
+    if copy_overlap(text, chunk.text) > cfg.max_copy_overlap:
+        return "copied_from_chunk"
+    if example_echo(text, chunk.text, examples) >= ECHO_THRESHOLD:
+        return "echoed_example"
+    return None

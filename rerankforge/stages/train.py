@@ -22,7 +22,8 @@ from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages.grade import group_by_query
 
-VERSION = "3"  # 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
+VERSION = "4"  # 4: labels are the expected grades where the LLM gave probabilities
+# 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def build_groups(
     for query in queries:
         graded = by_query.get(query.id, [])
         positives = positives_of[query.id]
-        others = [(j.chunk_id, float(j.grade)) for j in graded if j.grade <= max_other_grade]
+        others = [(j.chunk_id, j.level) for j in graded if j.grade <= max_other_grade]
         judged = {j.chunk_id for j in graded}
         sources = {chunks[j.chunk_id].source for j in positives} | {chunks[query.chunk_id].source}
         foreign = [(c, 0.0) for c in pool if c not in judged and chunks[c].source not in sources]
@@ -75,7 +76,7 @@ def build_groups(
         n_foreign = k if not others else min(len(foreign), max(cross_query_negatives, k - len(others)))
         for positive in positives:
             picked = _pick(rng, others, k - n_foreign) + _pick(rng, foreign, n_foreign)
-            members = [(positive.chunk_id, float(positive.grade)), *picked]
+            members = [(positive.chunk_id, positive.level), *picked]
             rows.append(
                 {
                     "query": query.text,

@@ -1,0 +1,60 @@
+"""The budget planner's time estimate against a real build of a tiny corpus.
+
+Grading runs on a real model (the packaged Gemma 3 270M in llama.cpp): its calls are what the estimate
+times and counts. Queries come from the deterministic FakeLLM, because a 270M model cannot write usable
+queries and a build needs some; the writer's calls cost next to nothing on both sides of the comparison.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rerankforge import build
+from rerankforge.llm.base import LLMProvider, LLMReply, Message
+from rerankforge.planner import plan_build
+from tests.conftest import fake_build_config
+from tests.fake_llm import FakeLLM
+
+
+class FakeWriterRealGrader(LLMProvider):
+    """Query-writing calls go to the FakeLLM, grading calls to a real model."""
+
+    name = "fake-writer"
+
+    def __init__(self, grader: LLMProvider) -> None:
+        super().__init__(f"fake+{grader.model}")
+        self.writer, self.grader = FakeLLM(), grader
+        self.supports_logprobs = grader.supports_logprobs
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        if "grade" in schema["properties"]:
+            return self.grader._chat(messages, schema, max_tokens, **request)
+        return self.writer._chat(messages, schema, max_tokens)
+
+
+@pytest.mark.slow  # about 15 real grading calls
+def test_the_dry_run_estimate_is_within_half_of_the_real_time(
+    small_docs: Path, tmp_path: Path, gemma_provider: LLMProvider
+) -> None:
+    cfg = fake_build_config(
+        small_docs,
+        tmp_path / "run",
+        llm={"concurrency": 1},
+        queries={"max_queries": 5, "round_trip_top_k": 0},
+        mine={"top_k": 2},
+        parse={"workers": 1},  # no fork next to a loaded llama.cpp
+    )
+    llm = FakeWriterRealGrader(gemma_provider)
+
+    plan = plan_build(cfg, llm=llm)
+    result = build(cfg, llm=llm, until="grade")
+
+    estimated, real = plan.total_seconds, sum(s.seconds for s in result.stages if s.name in ("queries", "grade"))
+    assert estimated is not None and 0.5 * real <= estimated <= 1.5 * real, (estimated, real, plan.calibration)
+    planned = {s.stage: s.calls for s in plan.stages}
+    assert result.llm_stats is not None and result.llm_stats["by_stage"]["queries"] == planned["queries"]
+    graded = result.llm_stats["by_stage"]["grade"]
+    assert planned["grade"] <= graded <= planned["grade"] + planned["queries"]  # plus sources the top-k missed
