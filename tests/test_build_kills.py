@@ -30,7 +30,9 @@ from tests.netguard import guarded_env
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"parse": {"workers": 1}, "queries": {"max_queries": 8}}
+# one LLM call at a time: the bound below (a kill repeats at most the one call in flight) assumes it; calls
+# in flight under concurrency are covered by tests/test_llm_concurrency.py and tests/test_llm_data.py
+SETTINGS = {"parse": {"workers": 1}, "queries": {"max_queries": 8}, "llm": {"concurrency": 1}}
 CHILD_DEADLINE_S = 600
 
 _BUILD_IN_CHILD = """
@@ -134,8 +136,7 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
     report = json.loads((run_dir / "parse" / "report.json").read_text())
     report.pop("files_reused")
     files["parse/report.json"] = json.dumps(report, sort_keys=True)
-    card = (run_dir / "model" / "README.md").read_text(encoding="utf-8").splitlines()
-    files["model/README.md"] = "\n".join(line for line in card if not _TIME_OR_LOG_ROW.match(line))
+    files["model/README.md"] = "\n".join(_card_without_log(run_dir))
     meta = json.loads((run_dir / "model" / "rerankforge.json").read_text())
     for variant in meta["variants"].values():
         variant.pop("pairs_per_s")
@@ -148,9 +149,20 @@ def _artifacts(run_dir: Path) -> dict[str, str]:
 _TIME_OR_LOG_ROW = re.compile(r"- \*\*\w+\*\*: [\d.]+ (seconds|minutes|hours)|\| (\*\*)?[\d.]+(\*\*)? +\|")
 
 
-def _log_rows(run_dir: Path) -> list[str]:
+def _card_without_log(run_dir: Path) -> list[str]:
+    """The model card without its time lines and its "Training Logs" section (the table's column widths and
+    the bold best row depend on which rows a resumed training still had in memory)."""
     card = (run_dir / "model" / "README.md").read_text(encoding="utf-8").splitlines()
-    return [line for line in card if line.startswith("|") and _TIME_OR_LOG_ROW.match(line)]
+    start = card.index("### Training Logs")
+    end = next(i for i in range(start + 1, len(card)) if card[i].startswith("#"))
+    return [line for line in card[:start] + card[end:] if not _TIME_OR_LOG_ROW.match(line)]
+
+
+def _log_rows(run_dir: Path) -> list[tuple[str, ...]]:
+    """The training log's rows as cell values (no padding, no bold)."""
+    card = (run_dir / "model" / "README.md").read_text(encoding="utf-8").splitlines()
+    rows = [line for line in card if line.startswith("|") and _TIME_OR_LOG_ROW.match(line)]
+    return [tuple(cell.strip().strip("*") for cell in row.strip("|").split("|")) for row in rows]
 
 
 def _cache(run_dir: Path) -> dict[str, str]:

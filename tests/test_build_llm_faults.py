@@ -32,7 +32,8 @@ def server() -> Iterator[OllamaAPIServer]:
 
 
 def _config(docs: Path, run_dir: Path, server: OllamaAPIServer, **llm: object):
-    settings = {"provider": "ollama", "model": "fake", "host": server.host, "timeout_s": 1.0, **llm}
+    # one call at a time, so each fault meets exactly one call and the retry counts below are exact
+    settings = {"provider": "ollama", "model": "fake", "host": server.host, "timeout_s": 1.0, "concurrency": 1, **llm}
     return fake_build_config(docs, run_dir, llm=settings, **SETTINGS)
 
 

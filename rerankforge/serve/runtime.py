@@ -13,12 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +67,32 @@ LongDocuments = Literal["truncate", "window"]
 def read_metadata(model_dir: Path) -> dict[str, Any]:
     path = model_dir / METADATA_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+@contextlib.contextmanager
+def telemetry_off() -> Iterator[None]:
+    """For imports of OpenVINO and NNCF: on import they report usage to Google Analytics unless a consent file
+    says no or they believe they run in CI. rerankforge opens no connection of its own accord."""
+    saved = {key: os.environ.get(key) for key in ("CI", "NNCF_CI")}
+    os.environ.update({"CI": "true", "NNCF_CI": "1"})  # read once, when the packages and their telemetry load
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def import_openvino() -> Any:
+    """``import openvino`` with its telemetry off (a caller's own earlier import is left as it was)."""
+    if sys.modules.get("openvino") is None:
+        with telemetry_off():
+            import openvino  # noqa: F401
+    import openvino
+
+    return openvino
 
 
 def engine_installed(engine: Engine) -> bool:
@@ -122,8 +150,7 @@ class _OpenVINOEngine:
     """An OpenVINO model compiled for the CPU, latency-tuned; one infer request per calling thread."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         core = ov.Core()
         self.compiled = core.compile_model(
             core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
@@ -195,7 +222,7 @@ class Reranker:
             from tokenizers import Tokenizer
 
             engine_class = _OpenVINOEngine if spec.engine == "openvino" else _OnnxRuntimeEngine
-            __import__(spec.engine)
+            import_openvino() if spec.engine == "openvino" else __import__(spec.engine)
         except ImportError as exc:
             raise MissingDependencyError(spec.engine, "serve", "Serving a reranker") from exc
         model_path = self.model_dir / spec.path

@@ -31,7 +31,15 @@ import numpy as np
 from rerankforge.artifacts import Chunk, Query, atomic_path, read_jsonl, write_json
 from rerankforge.errors import MissingDependencyError, StageError
 from rerankforge.pipeline import StageContext, StageResult
-from rerankforge.serve.runtime import METADATA_FILE, ONNX_VARIANTS, VARIANTS, Reranker, available_variants
+from rerankforge.serve.runtime import (
+    METADATA_FILE,
+    ONNX_VARIANTS,
+    VARIANTS,
+    Reranker,
+    available_variants,
+    import_openvino,
+    telemetry_off,
+)
 
 VERSION = "4"
 
@@ -142,18 +150,11 @@ def quantize_int8(fp32: Path, calibration: list[dict[str, np.ndarray]] | None = 
 
 
 def _import_nncf() -> Any:
-    """NNCF with its usage telemetry off: a build opens no connection of its own accord."""
-    saved = {k: os.environ.get(k) for k in ("NNCF_CI", "CI")}
-    os.environ.update({"NNCF_CI": "1", "CI": "true"})  # both read once, when NNCF and its telemetry load
-    try:
+    """NNCF (and OpenVINO) with their usage telemetry off: a build opens no connection of its own accord."""
+    import_openvino()
+    with telemetry_off():
         import nncf
         from nncf.telemetry import decorator, wrapper
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     stub = wrapper.NNCFTelemetryStub()
     wrapper.telemetry = decorator.telemetry = stub  # in case NNCF was imported earlier without the switch
     return nncf
@@ -170,7 +171,7 @@ def quantize_openvino(fp32: Path, calibration: list[dict[str, np.ndarray]]) -> P
     (OpenVINO runs them in bf16 where the CPU has it). Written as IR next to the ONNX files.
     """
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError as exc:
         raise MissingDependencyError("openvino", "build", "OpenVINO int8 export") from exc
     nncf = _import_nncf()
