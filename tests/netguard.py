@@ -39,5 +39,12 @@ def guarded_env(folder: Path, root: Path) -> tuple[dict[str, str], Path]:
     (guard / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     log = folder / "net.log"
     log.write_text("")
-    env = {"PYTHONPATH": os.pathsep.join([str(guard), str(root)]), "RERANKFORGE_TEST_NETLOG": str(log)}
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(guard), str(root)]),
+        "RERANKFORGE_TEST_NETLOG": str(log),
+        # CI=true (or NNCF_CI) would switch OpenVINO's and NNCF's telemetry off by itself: the child must show
+        # that rerankforge does it
+        "CI": "",
+        "NNCF_CI": "",
+    }
     return env, log
