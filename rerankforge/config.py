@@ -234,6 +234,16 @@ class TrainConfig(Section):
         "auto", description="auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU and MPS."
     )
     seed: int = 13
+    tune_first_stage: bool = Field(
+        True,
+        description="Also fine-tune the first stage's bi-encoder (mine.bi_encoder) on the queries; the evaluate "
+        "stage serves it only when it measurably beats the untuned one.",
+    )
+    first_stage_learning_rate: float = Field(2e-5, gt=0, description="Learning rate of the bi-encoder's tuning.")
+    first_stage_epochs: float = Field(1.0, gt=0, description="Epochs of the bi-encoder's tuning.")
+    first_stage_batch_size: int = Field(
+        16, ge=2, description="Queries per step of the bi-encoder's tuning (the others are in-batch negatives)."
+    )
 
 
 class EvaluateConfig(Section):
@@ -246,6 +256,9 @@ class EvaluateConfig(Section):
     }  # fmt: skip
 
     k: int = 10
+    dev_top_k: int = Field(
+        20, gt=0, description="First-stage candidates per held-out query on which the served scorer is chosen."
+    )
     min_gain: float = Field(0.0, description="The reranker must beat the first stage's nDCG@k by more than this.")
     dev_p_value: float | None = Field(
         0.05,

@@ -33,8 +33,8 @@ def load_scorer(
     Args:
         model: a model folder (rerankforge build/export, or any CrossEncoder folder) or a Hugging Face id that
             is in the local cache.
-        onnx: ``True`` scores with ``onnx/model*.onnx``; ``None``: ONNX when the folder has it and no torch
-            weights, else torch.
+        onnx: ``True`` scores with ``onnx/model*.onnx`` (and the build's scorer, as served); ``None``: ONNX when
+            the folder has it and either no torch weights or a build's scorer, else torch (the cross-encoder alone).
         int8: with ONNX, the int8 model; ``None``: what the build recommended for serving.
         max_length: torch only: tokens of (query, document).
     """
@@ -44,7 +44,9 @@ def load_scorer(
     is_folder = folder.is_dir()
     alpha = read_metadata(folder).get("fusion_alpha") if is_folder else None
     if is_folder and onnx is None:
-        onnx = (folder / "onnx" / "model.onnx").is_file() and not _has_torch_weights(folder)
+        # a build's folder is scored as it is served: its scorer (first stage and cross-encoder) in ONNX
+        exported = (folder / "onnx" / "model.onnx").is_file()
+        onnx = exported and (not _has_torch_weights(folder) or "scorer" in read_metadata(folder))
     if onnx:
         if not is_folder:
             raise InputError(f"{model} is not a folder: --onnx needs a model folder with onnx/model.onnx.")

@@ -29,6 +29,7 @@ import numpy as np
 
 from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.fusion import fuse
+from rerankforge.serve.embedder import OnnxEmbedder, padded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,12 @@ class Reranker:
         batch_size: pairs per forward pass (pairs are sorted by length first, so batches pad little).
         long_documents: ``"truncate"`` cuts a document that does not fit next to the query (counted);
             ``"window"`` scores overlapping windows of it and keeps the best.
+        cross_encoder_only: score with the cross-encoder alone, not the build's scorer (for comparisons).
+
+    A build's model folder holds its scorer (``scorer`` in ``rerankforge.json``): the first stage's bi-encoder
+    (``first_stage/``, tuned by the build or not) and the cross-encoder, combined as
+    ``first_stage_weight * cos + cross_encoder_weight * logit + bias``. When the build measured no gain over
+    the untuned first stage, the scorer is that first stage alone and ranks exactly as it does.
     """
 
     def __init__(
@@ -208,6 +215,7 @@ class Reranker:
         threads: int | None = None,
         batch_size: int = 8,
         long_documents: LongDocuments = "truncate",
+        cross_encoder_only: bool = False,
     ) -> None:
         if long_documents not in ("truncate", "window"):
             raise InputError(f"long_documents must be 'truncate' or 'window', not {long_documents!r}.")
@@ -253,6 +261,16 @@ class Reranker:
         self._engine = engine_class(model_path, self.threads)
         self.input_names = self._engine.input_names
         self.precision = self._engine.precision
+        scorer = {} if cross_encoder_only else meta.get("scorer") or {}
+        self.scorer: dict[str, Any] = scorer
+        self.first_stage: OnnxEmbedder | None = None
+        self.first_stage_weight = float(scorer.get("first_stage_weight", 0.0))
+        self.cross_encoder_weight = float(scorer.get("cross_encoder_weight", 1.0))
+        self.bias = float(scorer.get("bias", 0.0))
+        if scorer.get("first_stage"):
+            self.first_stage = OnnxEmbedder(
+                self.model_dir / scorer["first_stage"], threads=self.threads, batch_size=max(batch_size, 16)
+            )
 
     # --- token bookkeeping -------------------------------------------------------------------------
 
@@ -284,31 +302,34 @@ class Reranker:
     def _run(self, pairs: Sequence[tuple[str, str]]) -> tuple[np.ndarray, int, int]:
         """Logits of pairs: tokenize once, sort by length, pad each batch to its own longest pair."""
         encodings = self.tokenizer.encode_batch(list(pairs))
-        lengths = np.array([len(e.ids) for e in encodings])
-        order = np.argsort(lengths, kind="stable")
         out = np.empty(len(pairs), dtype=np.float32)
         batches = 0
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = int(lengths[idx].max())
-            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            types = np.zeros((len(idx), width), dtype=np.int64)
-            for row, i in enumerate(idx):
-                enc = encodings[i]
-                n = len(enc.ids)
-                ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
-            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-            feed = {k: v for k, v in feed.items() if k in self.input_names}
+        for idx, feed in padded_batches(encodings, self.batch_size, self.pad_id, self.input_names):
             out[idx] = self._engine.run(feed).reshape(-1)
             batches += 1
-        return out, int(lengths.sum()), batches
+        return out, sum(len(e.ids) for e in encodings), batches
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> PairScores:
-        """Raw logits of (query, document) pairs, in order, with truncation counts.
+        """Raw scores of (query, document) pairs, in order, with truncation counts.
 
-        Pairs of different queries may be mixed: the server batches concurrent requests this way.
+        The build's scorer: ``first_stage_weight * cos(E(q), E(d)) + cross_encoder_weight * CE(q, d) + bias``,
+        the cross-encoder skipped when its weight is 0; a model without a first stage (or ``cross_encoder_only``)
+        gives the cross-encoder's logits. Pairs of different queries may be mixed: the server batches
+        concurrent requests this way.
         """
+        if self.first_stage is None:
+            return self._cross_encoder_pairs(pairs)
+        cosine = self.first_stage.cosine_pairs(pairs).astype(np.float64)
+        combined = self.first_stage_weight * cosine + self.bias
+        if self.cross_encoder_weight:
+            scores = self._cross_encoder_pairs(pairs)
+            scores.logits = combined + self.cross_encoder_weight * scores.logits
+            return scores
+        docs = [d for _, d in pairs]
+        cut = np.array(self.count_tokens(docs), dtype=np.int64) > self.first_stage.max_length - self._pair_specials
+        return PairScores(combined, cut.reshape(-1))
+
+    def _cross_encoder_pairs(self, pairs: Sequence[tuple[str, str]]) -> PairScores:
         if not pairs:
             return PairScores(np.empty(0, dtype=np.float32), np.zeros(0, dtype=bool))
         queries = list(dict.fromkeys(q for q, _ in pairs))

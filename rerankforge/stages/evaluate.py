@@ -17,7 +17,8 @@ from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_js
 from rerankforge.fusion import choose_alpha, fuse, significant_gain
 from rerankforge.pipeline import StageContext, StageResult
 
-VERSION = "3"  # 3: "better" and a fusion weight above 0 need a significant gain
+VERSION = "4"  # 4: the served scorer (first stage, tuned first stage, cross-encoder residual) is chosen here
+# 3: "better" and a fusion weight above 0 need a significant gain
 
 
 def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
@@ -140,7 +141,80 @@ def compare_on_dev(
     }
 
 
+def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
+    """The held-out queries' top candidates from the build's first-stage index, with every part's scores."""
+    import torch
+
+    from rerankforge.evaluation.scorer_choice import DevList
+    from rerankforge.index.qdrant import QdrantIndex
+    from rerankforge.stages.mine import embed, load_bi_encoder
+
+    chunks = {c.id: c for c in read_jsonl(ctx.run_dir / "parse" / "chunks.jsonl", Chunk)}
+    queries = {q.id: q for q in read_jsonl(ctx.run_dir / "queries" / "queries.jsonl", Query)}
+    dev = [queries[i] for i in read_json(ctx.run_dir / "train" / "split.json")["dev"]]
+    mine = ctx.config.mine
+    first = load_bi_encoder(mine.bi_encoder)
+    vectors = embed(first.encode_query, [q.text for q in dev], mine.batch_size)
+    index = QdrantIndex(path=None if mine.qdrant_url else ctx.dir("mine") / "qdrant", url=mine.qdrant_url,
+                        collection=mine.collection)  # fmt: skip
+    try:
+        hits = index.search(vectors, k=min(ctx.config.evaluate.dev_top_k, len(chunks)))
+    finally:
+        index.close()
+    from rerankforge.stages.train import TUNED_FIRST_STAGE
+
+    tuned_dir = ctx.dir("train") / TUNED_FIRST_STAGE
+    tuned = None
+    if (tuned_dir / "modules.json").is_file():
+        from sentence_transformers import SentenceTransformer
+
+        tuned = SentenceTransformer(str(tuned_dir), device=first.device)
+    lists = []
+    for done, (query, query_hits) in enumerate(zip(dev, hits, strict=True)):
+        ctx.progress(done, len(dev), "scoring held-out queries")
+        docs = [chunks[cid].text for cid, _ in query_hits]
+        tuned_cos = None
+        if tuned is not None:
+            q_vec = embed(tuned.encode_query, [query.text], mine.batch_size)[0]
+            tuned_cos = embed(tuned.encode_document, docs, mine.batch_size) @ q_vec
+        logits = cross_encoder.predict(
+            [(query.text, d) for d in docs], activation_fn=torch.nn.Identity(), show_progress_bar=False
+        )
+        lists.append(
+            DevList(
+                grades=[int(cid == query.chunk_id) for cid, _ in query_hits],
+                first=np.array([score for _, score in query_hits], dtype=np.float64),
+                tuned=None if tuned_cos is None else np.asarray(tuned_cos, dtype=np.float64),
+                cross_encoder=np.asarray(logits, dtype=np.float64).reshape(-1),
+            )
+        )
+    return lists
+
+
+def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
+    """The verdict on the served scorer, worded to follow the CLI's "The reranker is"."""
+    systems = choice["systems"]
+    where = f"on {n} held-out synthetic queries, each judged by its own source passage"
+    if choice["learned"]:
+        scorer = choice["scorer"]
+        parts = "the tuned first stage" if scorer["first_stage"] == "tuned" else "the first stage"
+        if scorer["cross_encoder_weight"]:
+            parts += f" plus the cross-encoder (weight {scorer['cross_encoder_weight']:.3g})"
+        return (
+            f"better than the first stage: it serves {parts}, nDCG@{k} {choice['gain_ndcg']:+.4f} "
+            f"({systems['first stage']:.4f} first stage) {where}, paired t-test p = {choice['p_value']:.3g}"
+        )
+    learned = {name: value for name, value in systems.items() if name != "first stage"}
+    best = max(learned, key=lambda name: learned[name]) if learned else None
+    tried = f"; best of the rest: {best} {learned[best]:.4f}" if best else ""
+    return (
+        f"NOT better than the untuned first stage (nDCG@{k} {systems['first stage']:.4f} {where}{tried}, not a "
+        "significant gain): the model serves the first stage's own order. Build with more queries or a stronger LLM"
+    )
+
+
 def run(ctx: StageContext) -> StageResult:
+    from rerankforge.evaluation.scorer_choice import choose_scorer
     from rerankforge.stages.train import load_cross_encoder
 
     cfg = ctx.config.evaluate
@@ -159,6 +233,18 @@ def run(ctx: StageContext) -> StageResult:
         progress=ctx.progress,
     )
     per_query = result.pop("per_query")
+    lists = dev_lists(ctx, model)
+    choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value)
+    # the cross-encoder alone, judged by the LLM's grades (the figures of earlier builds), kept for comparison
+    result["cross_encoder"] = {"better": result.pop("better"), "verdict": result.pop("verdict")}
+    result["fusion"]["cross_encoder_alpha"] = result["fusion"]["alpha"]
+    result["fusion"]["alpha"] = choice["fusion_alpha"]
+    result.update(
+        better=choice["learned"],
+        verdict=scorer_verdict(choice, len(lists), cfg.k),
+        scorer=choice["scorer"],
+        scorer_choice={"dev_queries": len(lists), "top_k": cfg.dev_top_k, **choice},
+    )
     write_json(ctx.out / "metrics.json", result)
     write_json(ctx.out / "per_query.json", per_query)
     summary = {
@@ -168,5 +254,7 @@ def run(ctx: StageContext) -> StageResult:
         "gain_ndcg": result["gain_ndcg"],
         "better": result["better"],
         "verdict": result["verdict"],
+        "scorer": result["scorer"],
+        "scorer_ndcg": choice["systems"],
     }
     return StageResult(files=["evaluate/metrics.json", "evaluate/per_query.json"], summary=summary)

@@ -7,7 +7,8 @@ Layout (what sentence-transformers' ONNX and OpenVINO backends and other ONNX se
     model/onnx/model_qint8.onnx          dynamic int8
     model/onnx/model_qint8_static.onnx   static int8 (QDQ), calibrated on the build's pairs
     model/openvino/openvino_model_qint8_quantized.xml (+ .bin)   NNCF static int8, calibrated likewise
-    model/rerankforge.json max length, parity figures, the variant to serve
+    model/first_stage/     the scorer's first stage: a sentence-transformers bi-encoder + onnx/model.onnx
+    model/rerankforge.json max length, parity figures, the variant to serve, the scorer
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from rerankforge.serve.runtime import (
     telemetry_off,
 )
 
-VERSION = "4"
+VERSION = "5"  # 5: the scorer's first stage in model/first_stage
+FIRST_STAGE_DIR = "first_stage"
 
 
 def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
@@ -373,6 +375,27 @@ def _timed(reranker: Reranker, pairs: list[tuple[str, str]]) -> float:
     return time.perf_counter() - started
 
 
+def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, Any]) -> tuple[dict, dict]:
+    """The scorer's first stage (tuned or not, as the evaluate stage chose) in ``model/first_stage``, torch-free."""
+    from rerankforge.stages.mine import load_bi_encoder
+    from rerankforge.stages.train import TUNED_FIRST_STAGE
+    from rerankforge.training.bi_encoder import export_first_stage
+
+    target = model_dir / FIRST_STAGE_DIR
+    shutil.rmtree(target, ignore_errors=True)
+    if chosen["first_stage"] == "tuned":
+        from sentence_transformers import SentenceTransformer
+
+        bi_encoder = SentenceTransformer(str(ctx.dir("train") / TUNED_FIRST_STAGE), device="cpu")
+        name = f"{ctx.config.mine.bi_encoder}, tuned on this build's queries"
+    else:
+        bi_encoder, name = load_bi_encoder(ctx.config.mine.bi_encoder), ctx.config.mine.bi_encoder
+    parity = export_first_stage(bi_encoder, target, opset=ctx.config.export.opset)
+    scorer = {**chosen, "first_stage": FIRST_STAGE_DIR, "first_stage_tuned": chosen["first_stage"] == "tuned",
+              "first_stage_model": name}  # fmt: skip
+    return scorer, {"model": name, **parity}
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.export
     model_dir = ctx.run_dir / "model"
@@ -390,7 +413,9 @@ def run(ctx: StageContext) -> StageResult:
         progress=ctx.progress,
     )
     meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
-    meta["fusion_alpha"] = json.loads((ctx.dir("evaluate") / "metrics.json").read_text())["fusion"]["alpha"]
+    evaluated = json.loads((ctx.dir("evaluate") / "metrics.json").read_text(encoding="utf-8"))
+    meta["fusion_alpha"] = evaluated["fusion"]["alpha"]
+    meta["scorer"], summary["first_stage"] = _export_first_stage(ctx, model_dir, evaluated["scorer"])
     if cfg.quantize:
         summary.update(choose_variant(ctx, model_dir, pairs[:32]))
         meta["recommended_variant"] = summary["recommended_variant"]
@@ -400,5 +425,7 @@ def run(ctx: StageContext) -> StageResult:
     summary["fusion_alpha"] = meta["fusion_alpha"]
     files = sorted({VARIANTS[name].path for name in available_variants(model_dir)})
     files += [f.replace(".xml", ".bin") for f in files if f.endswith(".xml")]
+    first_stage = model_dir / FIRST_STAGE_DIR
+    files += [str(p.relative_to(model_dir)) for p in sorted(first_stage.rglob("*")) if p.is_file()]
     names = [METADATA_FILE, *files]
     return StageResult(files=[f"model/{n}" for n in names], summary=summary)

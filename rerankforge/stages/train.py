@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rerankforge.artifacts import Chunk, Judgment, Query, read_jsonl, text_sha256, write_json
+from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_jsonl, text_sha256, write_json
 from rerankforge.config import BuildConfig, GradeConfig, TrainConfig
 from rerankforge.distributed import Launch
 from rerankforge.errors import MissingDependencyError, StageError
@@ -22,12 +22,19 @@ from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages.grade import group_by_query
 
-VERSION = "4"  # 4: labels are the expected grades where the LLM gave probabilities
+TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
+
+VERSION = "5"  # 5: the first stage's bi-encoder is tuned too (train/first_stage)
+# 4: labels are the expected grades where the LLM gave probabilities
 # 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
-    return {"backbone": resolve_model(cfg.train.backbone), "grade": cfg.grade.model_dump()}
+    return {
+        "backbone": resolve_model(cfg.train.backbone),
+        "grade": cfg.grade.model_dump(),
+        "first_stage": resolve_model(cfg.mine.bi_encoder),
+    }
 
 
 def split_queries(query_ids: list[str], dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -269,7 +276,50 @@ def run(ctx: StageContext) -> StageResult:
     card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
     shutil.rmtree(checkpoints, ignore_errors=True)
     files = [str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file()]
+    tuned_dir = ctx.out / TUNED_FIRST_STAGE
+    shutil.rmtree(tuned_dir, ignore_errors=True)
+    if cfg.tune_first_stage:
+        summary["first_stage"] = _tune_first_stage(ctx, train_ids, queries, chunks, judgments, device)
+        files += [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
     return StageResult(files=[*files, "train/split.json", "train/loss_history.json"], summary=summary)
+
+
+def _tune_first_stage(
+    ctx: StageContext,
+    train_ids: list[str],
+    queries: list[Query],
+    chunks: dict[str, Chunk],
+    judgments: list[Judgment],
+    device: str,
+) -> dict[str, Any]:
+    """The bi-encoder tuned on the training queries (never the held-out ones), saved to train/first_stage."""
+    from rerankforge.training.bi_encoder import training_triplets, tune
+
+    cfg, grade = ctx.config.train, ctx.config.grade
+    wanted = set(train_ids)
+    candidates = {c.query_id: c for c in read_jsonl(ctx.dir("mine") / "candidates.jsonl", CandidateList)}
+    rows = training_triplets(
+        [q for q in queries if q.id in wanted],
+        chunks,
+        candidates,
+        judgments,
+        positive_min_grade=grade.positive_min_grade,
+        negative_max_grade=grade.negative_max_grade,
+        seed=cfg.seed,
+    )
+    if len(rows) < 2:
+        return {"triplets": len(rows), "skipped": "fewer than 2 training queries with their source passage"}
+    return tune(
+        resolve_model(ctx.config.mine.bi_encoder),
+        rows,
+        ctx.out / TUNED_FIRST_STAGE,
+        learning_rate=cfg.first_stage_learning_rate,
+        epochs=cfg.first_stage_epochs,
+        batch_size=min(cfg.first_stage_batch_size, len(rows)),
+        seed=cfg.seed,
+        device=device,
+        progress=ctx.progress,
+    )
 
 
 def _precision(wanted: str, device: str) -> str:

@@ -1,0 +1,190 @@
+"""The first stage inside the scorer: tune the bi-encoder on the build's queries, export it torch-free.
+
+Tuning is source-anchored: a query's positive is the chunk it was written from (kept only when the grader
+also called it relevant), its hard negative the best-ranked candidate the grader called not relevant, else
+a chunk of another document; the other queries' passages in the batch are more negatives
+(sentence-transformers' MultipleNegativesRankingLoss, cosine scaled by ``SCALE``).
+
+The exported first stage is a sentence-transformers folder plus ``onnx/model.onnx``, a graph that ends in the
+model's own pooling and an L2 normalisation, read by :class:`rerankforge.serve.embedder.OnnxEmbedder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, atomic_path, write_json
+from rerankforge.errors import StageError
+from rerankforge.serve.embedder import EMBEDDER_FILE, EMBEDDER_METADATA
+
+logger = logging.getLogger(__name__)
+
+SCALE = 20.0  # cosine scale of the loss, and the first stage's weight in the served score
+
+
+def training_triplets(
+    queries: list[Query],
+    chunks: dict[str, Chunk],
+    candidates: dict[str, CandidateList],
+    judgments: list[Judgment],
+    *,
+    positive_min_grade: int,
+    negative_max_grade: int,
+    seed: int,
+) -> list[dict[str, str]]:
+    """(anchor, positive, negative) rows: the source chunk, and a graded or cheap negative (see module doc)."""
+    rng = random.Random(seed)
+    grades = {(j.query_id, j.chunk_id): j.grade for j in judgments}
+    ids = sorted(chunks)
+    rows = []
+    for query in queries:
+        source = chunks[query.chunk_id]
+        if grades.get((query.id, query.chunk_id), positive_min_grade) < positive_min_grade:
+            continue  # the grader says the query does not fit its own passage: a bad query
+        ranked = candidates[query.id].candidates if query.id in candidates else []
+        graded_negatives = [
+            c.chunk_id
+            for c in ranked
+            if c.chunk_id != query.chunk_id and grades.get((query.id, c.chunk_id), 99) <= negative_max_grade
+        ]
+        if graded_negatives:
+            negative = graded_negatives[0]
+        else:
+            others = [i for i in ids if chunks[i].source != source.source]
+            if not others:
+                continue
+            negative = others[rng.randrange(len(others))]
+        rows.append({"anchor": query.text, "positive": source.text, "negative": chunks[negative].text})
+    return rows
+
+
+def tune(
+    base: str,
+    rows: list[dict[str, str]],
+    out_dir: Path,
+    *,
+    learning_rate: float,
+    epochs: float,
+    batch_size: int,
+    seed: int,
+    device: str,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Fine-tune the bi-encoder ``base`` on ``rows`` and save it to ``out_dir``; returns steps and losses."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import PrinterCallback, TrainerCallback, set_seed
+
+    set_seed(seed)
+    model = SentenceTransformer(base, device=device)
+    loss = MultipleNegativesRankingLoss(model, scale=SCALE)
+    scratch = out_dir.parent / f".{out_dir.name}.checkpoints"
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if progress:
+                progress(state.global_step, state.max_steps, "tuning the first stage")
+
+    args = Arguments(
+        output_dir=str(scratch),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        warmup_steps=0.1,
+        seed=seed,
+        data_seed=seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+        batch_sampler="no_duplicates",  # a passage twice in a batch would be its own in-batch negative
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), loss=loss, callbacks=[Progress()]
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model.save(str(out_dir))
+    return {
+        "triplets": len(rows),
+        "steps": trainer.state.global_step,
+        "loss_first": round(float(np.mean(losses[:3])), 4) if losses else None,
+        "loss_last": round(float(np.mean(losses[-3:])), 4) if losses else None,
+    }
+
+
+def export_first_stage(model: Any, out_dir: Path, *, opset: int = 17, tolerance: float = 1e-4) -> dict[str, Any]:
+    """Save the SentenceTransformer ``model`` to ``out_dir`` with its ONNX graph (pooled, normalised vectors).
+
+    Raises :class:`StageError` when the ONNX vectors differ from torch's by more than ``tolerance``.
+    """
+    import torch
+
+    from rerankforge.serve.embedder import OnnxEmbedder
+
+    model = model.to("cpu").eval()
+    model.save(str(out_dir))
+    sample = (getattr(model, "preprocess", None) or model.tokenize)(["a query", "a somewhat longer document"])
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class Embeddings(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            features = self.inner(dict(zip(names, args, strict=True)))
+            return torch.nn.functional.normalize(features["sentence_embedding"], p=2, dim=1)
+
+    path = out_dir / EMBEDDER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["sentence_embedding"] = {0: "batch"}
+    transformer = model[0].auto_model
+    with contextlib.suppress(ValueError, AttributeError):  # eager attention: plain ops, as for the cross-encoder
+        transformer.set_attn_implementation("eager")
+    with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Embeddings(),
+            tuple(sample[n] for n in names),
+            str(tmp),
+            input_names=names,
+            output_names=["sentence_embedding"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+    prompts = {kind: model.prompts.get(kind, "") for kind in ("query", "document") if model.prompts.get(kind)}
+    tokenizer = model.tokenizer
+    write_json(
+        out_dir / EMBEDDER_METADATA,
+        {"max_length": int(model.max_seq_length), "pad_token_id": int(tokenizer.pad_token_id or 0), "prompts": prompts},
+    )
+    if not (out_dir / "tokenizer.json").is_file():
+        raise StageError(f"The bi-encoder in {out_dir} has no fast tokenizer (tokenizer.json): it cannot be served.")
+    texts = ["how do I reset my password", "To reset your password, open Settings and choose Security.", "x " * 400]
+    expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    got = OnnxEmbedder(out_dir).embed(texts)
+    diff = float(np.max(np.abs(expected - got)))
+    if diff > tolerance:
+        raise StageError(
+            f"The first stage's ONNX vectors differ from torch by {diff:.2e} (> {tolerance}). The export is "
+            "wrong; please report this with the bi-encoder's name."
+        )
+    return {"max_abs_diff": diff, "max_length": int(model.max_seq_length)}
