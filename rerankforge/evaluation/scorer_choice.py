@@ -7,7 +7,8 @@ written from that passage, so this needs no judgment of the LLM's grades):
 
 1. the tuned bi-encoder replaces the untuned one only when it ranks the source chunks significantly higher
    (paired one-sided t-test over the queries);
-2. the cross-encoder gets a weight above 0 only when the best weight is significantly better than none.
+2. the cross-encoder gets a weight above 0 only when the best weight is significantly better than none
+   (at ``p / len(CE_RATIOS)``, as the best of several weights).
 
 With neither, the scorer is the untuned first stage alone, so the served order is exactly its order.
 """
@@ -49,9 +50,10 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dic
     """The served scorer and the figures behind the choice (see the module doc for the rule)."""
     first = _per_query(lists, lambda d: d.first, k)
 
-    def better(system: list[float], baseline: list[float]) -> bool:
+    def better(system: list[float], baseline: list[float], tries: int = 1) -> bool:
         gain = float(np.mean(system) - np.mean(baseline)) if system else 0.0
-        return gain > 0 and (p_value is None or significant_gain(system, baseline, p_value))
+        # Bonferroni: the best of several weights must clear p / tries, not p (a noise weight wins somewhere)
+        return gain > 0 and (p_value is None or significant_gain(system, baseline, p_value / tries))
 
     systems: dict[str, list[float]] = {"first stage": first}
     base = "untuned"
@@ -72,7 +74,7 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dic
     for ratio in CE_RATIOS:
         values = _per_query(lists, lambda d, w=ratio * unit: SCALE * cosine(d) + w * d.cross_encoder, k)
         systems[f"{base} first stage + cross-encoder x{ratio}"] = values
-        if np.mean(values) > np.mean(best) and better(values, base_scores):
+        if np.mean(values) > np.mean(best) and better(values, base_scores, len(CE_RATIOS)):
             weight, best = round(ratio * unit, 6), values
 
     def served(d: DevList) -> np.ndarray:

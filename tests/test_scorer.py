@@ -1,0 +1,149 @@
+"""The served scorer: first stage (tuned or not) plus the cross-encoder as a residual, never worse than the first
+stage it starts from."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerankforge.evaluation.scorer_choice import DevList, choose_scorer
+
+
+def _lists(n: int, *, tuned_rank: int | None, ce: str, seed: int = 0) -> list[DevList]:
+    """``n`` held-out queries; the untuned first stage puts each source passage first, second or third of ten."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        first = np.sort(np.linspace(0.8, 0.35, 10) + rng.normal(0, 0.005, 10))[::-1]
+        source = (0, 1, 2)[i % 3]
+        grades = [0] * 10
+        grades[source] = 1
+        tuned = None
+        if tuned_rank is not None:
+            tuned = first.copy()
+            tuned[[source, tuned_rank]] = tuned[[tuned_rank, source]]
+        if ce == "finds":
+            cross = rng.normal(0, 1, 10)
+            cross[source] = 6.0
+        else:
+            cross = rng.normal(0, 1, 10)
+        out.append(DevList(grades=grades, first=first, tuned=tuned, cross_encoder=cross))
+    return out
+
+
+def test_nothing_learned_that_wins_serves_the_untuned_first_stage() -> None:
+    for seed in range(5):
+        choice = choose_scorer(_lists(30, tuned_rank=5, ce="noise", seed=seed), k=10, p_value=0.05)
+        assert choice["scorer"]["first_stage"] == "untuned" and choice["scorer"]["cross_encoder_weight"] == 0.0
+    assert choice["scorer"]["cross_encoder_weight"] == 0.0
+    assert choice["learned"] is False and choice["fusion_alpha"] == 0.0
+    assert choice["systems"]["tuned first stage"] < choice["systems"]["first stage"]
+
+
+def test_a_tuned_first_stage_that_ranks_the_source_higher_is_served() -> None:
+    choice = choose_scorer(_lists(30, tuned_rank=0, ce="noise"), k=10, p_value=0.05)
+    assert choice["scorer"]["first_stage"] == "tuned"
+    assert choice["learned"] is True and choice["p_value"] < 0.05
+    assert choice["gain_ndcg"] == pytest.approx((2 - 1 / math.log2(3) - 1 / math.log2(4)) / 3, abs=1e-3)
+
+
+def test_the_cross_encoder_keeps_a_weight_only_when_it_helps() -> None:
+    helps = choose_scorer(_lists(30, tuned_rank=None, ce="finds"), k=10, p_value=0.05)
+    assert helps["scorer"]["cross_encoder_weight"] > 0 and helps["learned"]
+    assert "tuned first stage" not in helps["systems"]
+    noise = choose_scorer(_lists(30, tuned_rank=None, ce="noise"), k=10, p_value=0.05)
+    assert noise["scorer"]["cross_encoder_weight"] == 0.0
+
+
+def test_a_gain_on_too_few_queries_is_not_enough() -> None:
+    choice = choose_scorer(_lists(2, tuned_rank=0, ce="finds"), k=10, p_value=0.05)
+    assert choice["learned"] is False and choice["scorer"]["first_stage"] == "untuned"
+
+
+def _dense_top(bi_encoder: object, chunks: dict[str, str], query: str, k: int) -> list[str]:
+    ids = list(chunks)
+    vectors = bi_encoder.encode([chunks[i] for i in ids], normalize_embeddings=True)  # type: ignore[attr-defined]
+    q = bi_encoder.encode([query], normalize_embeddings=True)[0]  # type: ignore[attr-defined]
+    return [ids[i] for i in np.argsort(-(vectors @ q), kind="stable")[:k]]
+
+
+def _ndcg(ranked: list[str], relevant: dict[str, int]) -> float:
+    dcg = sum((2 ** relevant.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sorted(relevant.values(), reverse=True)[:10]
+    idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg else 0.0
+
+
+@pytest.mark.slow
+def test_served_order_through_http_is_never_worse_than_dense_on_the_example_labels(fake_build, minilm_path) -> None:
+    """What a RAG stack gets: each labelled query's dense top-20 sent to /v2/rerank without first-stage scores."""
+    import csv
+
+    import httpx
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.evaluation.labels import normalise
+    from tests.serve_process import serve_process
+
+    _, _, run_dir = fake_build
+    chunks = {c.id: c.text for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+    labels: dict[str, dict[str, int]] = {}
+    with open(Path(__file__).parent.parent / "examples" / "eval-labels.csv", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            for cid, text in chunks.items():
+                if normalise(row["document"]) in normalise(text):
+                    labels.setdefault(row["query"], {})[cid] = int(row["grade"])
+    assert len(labels) >= 15
+    bi_encoder = SentenceTransformer(minilm_path, device="cpu")
+    meta = json.loads((run_dir / "model" / "rerankforge.json").read_text())
+    served, dense = [], []
+    with serve_process(run_dir / "model") as base:
+        for query, relevant in labels.items():
+            top = _dense_top(bi_encoder, chunks, query, 20)
+            body = {"model": "m", "query": query, "documents": [chunks[c] for c in top], "top_n": 20}
+            results = httpx.post(f"{base}/v2/rerank", json=body, timeout=60).json()["results"]
+            served.append(_ndcg([top[r["index"]] for r in results], relevant))
+            dense.append(_ndcg(top, relevant))
+            assert len(results) == 20 and all(0 < r["relevance_score"] < 1 for r in results)
+    assert np.mean(served) >= np.mean(dense) - 0.005, (np.mean(served), np.mean(dense))
+    if meta["scorer"]["first_stage"] == "first_stage" and not meta["scorer"]["first_stage_tuned"]:
+        if meta["scorer"]["cross_encoder_weight"] == 0:  # nothing learned: exactly the first stage's ranking
+            assert served == pytest.approx(dense, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_the_model_folder_carries_its_first_stage_and_the_verdict_says_what_is_served(fake_build) -> None:
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    from rerankforge import Reranker
+
+    result, _, run_dir = fake_build
+    model_dir = run_dir / "model"
+    meta = json.loads((model_dir / "rerankforge.json").read_text())
+    scorer, evaluate = meta["scorer"], result.summary("evaluate")
+    assert evaluate["scorer"]["cross_encoder_weight"] == scorer["cross_encoder_weight"]
+    assert (model_dir / "first_stage" / "onnx" / "model.onnx").is_file()
+    learned = scorer["first_stage_tuned"] or scorer["cross_encoder_weight"] > 0
+    assert evaluate["better"] is learned
+    if not learned:
+        assert "serves the first stage's own order" in evaluate["verdict"]
+        assert meta["fusion_alpha"] == 0.0
+    # the first stage is a plain sentence-transformers folder: a user's new (or unchanged) embedder
+    first_stage = SentenceTransformer(str(model_dir / "first_stage"), device="cpu")
+    docs = ["The dock needs a 32 A type C breaker.", "Parental leave is sixteen weeks.", "Charge for 2 h."]
+    cosine = first_stage.encode(docs, normalize_embeddings=True) @ first_stage.encode(["dock breaker"])[0]
+    reranker = Reranker(model_dir)
+    logits = reranker.logits("dock breaker", docs)
+    if scorer["cross_encoder_weight"] == 0:
+        assert logits == pytest.approx(20 * cosine + scorer["bias"], abs=1e-4)
+    # a plain CrossEncoder load of the folder gives the cross-encoder alone, as does cross_encoder_only
+    alone = Reranker(model_dir, cross_encoder_only=True, variant="fp32").logits("dock breaker", docs)
+    torch_alone = CrossEncoder(str(model_dir), device="cpu").predict(
+        [("dock breaker", d) for d in docs], activation_fn=__import__("torch").nn.Identity()
+    )
+    assert alone == pytest.approx(np.asarray(torch_alone), abs=1e-4)
