@@ -41,6 +41,7 @@ from rerankforge.serve.runtime import (
     import_openvino,
     telemetry_off,
 )
+from rerankforge.training import card
 
 VERSION = "5"  # 5: the scorer's first stage in model/first_stage
 FIRST_STAGE_DIR = "first_stage"
@@ -427,5 +428,7 @@ def run(ctx: StageContext) -> StageResult:
     files += [f.replace(".xml", ".bin") for f in files if f.endswith(".xml")]
     first_stage = model_dir / FIRST_STAGE_DIR
     files += [str(p.relative_to(model_dir)) for p in sorted(first_stage.rglob("*")) if p.is_file()]
-    names = [METADATA_FILE, *files]
+    choice = evaluated["scorer_choice"]
+    card.write_served(model_dir, card.render_served(meta["scorer"], evaluated["verdict"], choice["systems"]))
+    names = [METADATA_FILE, "README.md", *files]
     return StageResult(files=[f"model/{n}" for n in names], summary=summary)

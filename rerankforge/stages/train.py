@@ -275,7 +275,10 @@ def run(ctx: StageContext) -> StageResult:
     histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
     card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
     shutil.rmtree(checkpoints, ignore_errors=True)
-    files = [str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file()]
+    # the card (README.md) is left out: the export stage adds what is served to it
+    files = [
+        str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != "README.md"
+    ]
     tuned_dir = ctx.out / TUNED_FIRST_STAGE
     shutil.rmtree(tuned_dir, ignore_errors=True)
     if cfg.tune_first_stage:

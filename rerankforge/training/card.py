@@ -15,9 +15,9 @@ def render(summary: dict[str, Any], hyper: dict[str, Any], histogram: dict[str, 
         MARKER,
         "## Built by rerankforge",
         "",
-        "A cross-encoder reranker fine-tuned on synthetic queries and LLM relevance grades of the builder's own "
-        "documents; no human labels. Serve it with `rerankforge serve MODEL_DIR` (ONNX) or load it with "
-        "sentence-transformers' `CrossEncoder`.",
+        "A reranker built from the builder's own documents: synthetic queries and LLM relevance grades, no human "
+        "labels. `rerankforge serve MODEL_DIR` and `rerankforge.Reranker` serve the build's scorer (see "
+        '"What is served" below); sentence-transformers\' `CrossEncoder` loads the cross-encoder part alone.',
         "",
         "### Training data",
         "",
@@ -54,6 +54,50 @@ def render(summary: dict[str, Any], hyper: dict[str, Any], histogram: dict[str, 
     else:
         lines.append("No held-out evaluation was run.")
     return "\n".join(lines) + "\n"
+
+
+SERVED_MARKER = "<!-- rerankforge served -->"
+
+
+def render_served(scorer: dict[str, Any], verdict: str, systems: dict[str, float]) -> str:
+    """The card's last section: which scorer is served and the held-out figures that chose it."""
+    if scorer.get("first_stage_tuned") or scorer.get("cross_encoder_weight"):
+        what = f"`{scorer['first_stage_weight']:g} * cos(first_stage(q), first_stage(d))"
+        if scorer.get("cross_encoder_weight"):
+            what += f" + {scorer['cross_encoder_weight']:.4g} * cross_encoder(q, d)"
+        what += f" + {scorer['bias']:g}`, with the first stage `{scorer['first_stage_model']}`."
+    else:
+        what = (
+            f"**the first stage alone**: the cosine of the untuned `{scorer['first_stage_model']}`, so the served "
+            "order is exactly the first stage's. Nothing this build learned beat it on its held-out queries; "
+            "the cross-encoder is in the folder but unweighted."
+        )
+    return (
+        "\n".join(
+            [
+                SERVED_MARKER,
+                "### What is served",
+                "",
+                f"The score `rerankforge serve` returns is {what} The first stage is in `first_stage/` (a "
+                "sentence-transformers folder with `onnx/model.onnx`): use it as your retriever's embedder too.",
+                "",
+                f"Verdict: the reranker is {verdict}.",
+                "",
+                "| scorer | nDCG@10, held-out queries judged by their source passage |",
+                "|---|---|",
+                *(f"| {name} | {value:.4f} |" for name, value in systems.items()),
+            ]
+        )
+        + "\n"
+    )
+
+
+def write_served(model_dir: Path, text: str) -> None:
+    """Append (or replace) the card's "What is served" section."""
+    path = model_dir / "README.md"
+    existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    existing = existing.split(SERVED_MARKER, 1)[0].rstrip()
+    path.write_text((existing + "\n\n" if existing else "") + text, encoding="utf-8")
 
 
 def write(model_dir: Path, text: str) -> None:
