@@ -165,11 +165,16 @@ class QueriesConfig(Section):
 class MineConfig(Section):
     """First-stage retrieval of candidates with a bi-encoder in Qdrant."""
 
+    NOT_IN_STAGE_KEY: ClassVar[set[str]] = {"vector_cache"}  # a cache changes how fast, not what is written
+
     bi_encoder: str = Field(DEFAULT_MINILM, description="sentence-transformers model id or local path.")
     top_k: int = Field(6, gt=0, description="Candidates per query (each one costs an LLM grading call).")
     qdrant_url: str | None = Field(None, description="A Qdrant server; None keeps an embedded index in the run folder.")
     collection: str = "rerankforge_chunks"
     batch_size: int = 32
+    vector_cache: bool = Field(
+        True, description="Reuse chunk vectors across builds ($RERANKFORGE_HOME/embeddings), keyed by model and text."
+    )
 
 
 class GradeConfig(Section):

@@ -14,6 +14,7 @@ import numpy as np
 from rerankforge.artifacts import Candidate, CandidateList, Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig
 from rerankforge.index.qdrant import QdrantIndex
+from rerankforge.index.vector_cache import VectorCache
 from rerankforge.models import resolve_model
 from rerankforge.pipeline import StageContext, StageResult
 
@@ -51,7 +52,12 @@ def run(ctx: StageContext) -> StageResult:
     model = load_bi_encoder(cfg.bi_encoder)
     ctx.progress(0, 2, "embedding chunks")
     # encode_document / encode_query apply the model's own prompts, which asymmetric bi-encoders need
-    chunk_vectors = embed(model.encode_document, [c.text for c in chunks], cfg.batch_size)
+    texts = [c.text for c in chunks]
+    cache = VectorCache(resolve_model(cfg.bi_encoder)) if cfg.vector_cache else None
+    if cache is None:
+        chunk_vectors = embed(model.encode_document, texts, cfg.batch_size)
+    else:
+        chunk_vectors = cache.embed(texts, lambda todo: embed(model.encode_document, todo, cfg.batch_size))
     query_vectors = embed(model.encode_query, [q.text for q in queries], cfg.batch_size)
     ctx.progress(1, 2, "searching Qdrant")
     index = QdrantIndex(
@@ -80,5 +86,6 @@ def run(ctx: StageContext) -> StageResult:
         "top_k": cfg.top_k,
         "source_in_top_k": round(source_found / len(queries), 3),
         "qdrant": cfg.qdrant_url or "embedded (run folder)",
+        "chunk_vectors_cached": cache.hits if cache else 0,
     }
     return StageResult(files=["mine/candidates.jsonl"], summary=summary)
