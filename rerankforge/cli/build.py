@@ -79,7 +79,9 @@ def _wizard(cfg: BuildConfig) -> BuildConfig:
             f"docs: {cfg.docs}\nrun folder: {cfg.resolved_run_dir()}\n"
             f"LLM: {cfg.llm.provider} {cfg.llm.model or ''}\n"
             f"about {calls} LLM calls ({budget} query-writing, the rest grading top-{cfg.mine.top_k} candidates)\n"
-            f"train: {cfg.train.backbone} with {cfg.train.loss}, then evaluate and export to ONNX",
+            f"train: {cfg.train.backbone} with {cfg.train.loss}"
+            + (f", and the first stage {cfg.mine.bi_encoder}" if cfg.train.tune_first_stage else "")
+            + "\nserve: the first stage's own order unless what was learned measurably beats it on held-out queries",
             title="plan",
         )
     )

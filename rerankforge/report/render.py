@@ -124,10 +124,16 @@ def markdown_summary(data: dict[str, Any], html: Path) -> str:
     if data["evaluation"]:
         ev = data["evaluation"]
         lines += [f"**Held-out synthetic queries.** The reranker is {ev['verdict']}", ""]
+        choice = ev.get("scorer_choice")
+        if choice:
+            systems = ", ".join(f"{n} {v:.4f}" for n, v in choice["systems"].items())
+            where = f"{choice['dev_queries']} held-out queries judged by their source passage"
+            lines += [f"Served-scorer choice, nDCG@10 on {where}: {systems}", ""]
+        alpha = ev["fusion"].get("cross_encoder_alpha", ev["fusion"]["alpha"])
         labels = {
             "first_stage": "first stage (bi-encoder)",
-            "reranked": "reranked (your model)",
-            "fused": f"fused (alpha {ev['fusion']['alpha']})",
+            "reranked": "cross-encoder alone (LLM grades)",
+            "fused": f"cross-encoder fused (alpha {alpha})",
         }
         lines += [*_markdown_table(ev["metrics"], labels, {}, ev["main_metric"]), ""]
     card = [f"{s['name']} {s['seconds']:.0f} s" for s in data["stages"] if s.get("seconds") is not None]

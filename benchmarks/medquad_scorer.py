@@ -1,0 +1,229 @@
+"""The served scorer against the first stage on real MedQuAD questions, one row per recipe.
+
+Each row reorders the same candidates: the dense (all-MiniLM-L6-v2) top-20 of the same seeded 500 real
+questions that ../shared/tools/served_quality.py samples (corpus = title + text, seed 42), and reports
+nDCG@10 with the paired one-sided t-test against dense, wins and losses. Next to it, the dev signal the build
+chooses on (its held-out synthetic queries judged by their own source passage among the untuned first
+stage's top 20), so the agreement of the two can be read over the rows (Spearman).
+
+    .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR                 # dense, served, the build's parts
+    .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR --recipes lr5e-5:5e-5:1 --oracle 300
+
+A recipe NAME:LR:EPOCHS[:SHARE] tunes the bi-encoder again on the build's training triplets (SHARE of the
+training queries, for a learning curve); ``--oracle N`` tunes it on N real questions that are not among the
+evaluated ones, with their own answers as positives (never the product's path: it separates the training
+design from the synthetic data's quality). Rows are appended to RUN_DIR/scorer_results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+from medquad_data import DATA, require_data
+from scipy.stats import spearmanr, ttest_rel
+
+from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl
+from rerankforge.index.qdrant import QdrantIndex
+from rerankforge.index.vector_cache import VectorCache
+from rerankforge.models import resolve_model
+from rerankforge.serve.runtime import Reranker
+from rerankforge.training.bi_encoder import training_triplets, tune
+
+MINILM = resolve_model("all-MiniLM-L6-v2")
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def real_questions(max_queries: int) -> tuple[dict[str, str], list[tuple[str, dict[str, int]]], list]:
+    """corpus, the evaluated (question, qrels) in served_quality.py's order, and the rest for the oracle."""
+    docs = {d["_id"]: (d.get("title", "") + ". " + d["text"]).strip(". ") for d in jsonl(DATA / "corpus.jsonl")}
+    text = {q["_id"]: q["text"] for q in jsonl(DATA / "queries.jsonl")}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in open(DATA / "qrels" / "test.tsv", encoding="utf-8"):
+        q, d, g = line.rstrip("\n").split("\t")[:3]
+        if q != "query-id" and int(g) > 0 and d in docs:
+            qrels.setdefault(text[q], {})[d] = int(g)
+    picked = sorted(qrels)
+    random.Random(42).shuffle(picked)
+    return docs, [(q, qrels[q]) for q in picked[:max_queries]], [(q, qrels[q]) for q in picked[max_queries:]]
+
+
+def ndcg(ranked: list[str], rel: dict[str, int]) -> float:
+    dcg = sum((2 ** rel.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sorted(rel.values(), reverse=True)[:10]
+    return dcg / sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
+
+
+class Bench:
+    def __init__(self, run_dir: Path, max_queries: int, k: int) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.run_dir = run_dir
+        self.docs, self.evaluated, self.rest = real_questions(max_queries)
+        self.ids = list(self.docs)
+        self.base = SentenceTransformer(MINILM, device="cpu")
+        started = time.time()
+        vectors = VectorCache(MINILM).embed(
+            [self.docs[i] for i in self.ids],
+            lambda todo: self.base.encode(todo, normalize_embeddings=True, batch_size=64),
+        )
+        print(f"corpus vectors: {len(self.ids)} in {time.time() - started:.0f} s")
+        self.vectors = vectors
+        questions = [q for q, _ in self.evaluated]
+        q_vectors = self.base.encode(questions, normalize_embeddings=True, batch_size=64)
+        self.top = [[self.ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:k]] for v in q_vectors]
+        self.dense = [ndcg(top, rel) for top, (_, rel) in zip(self.top, self.evaluated, strict=True)]
+
+    def rerank(self, score: object) -> list[float]:
+        """nDCG@10 per question of the candidates reordered by ``score(question, texts)``."""
+        values = []
+        for top, (question, rel) in zip(self.top, self.evaluated, strict=True):
+            scores = np.asarray(score(question, [self.docs[d] for d in top]))  # type: ignore[operator]
+            values.append(ndcg([top[i] for i in np.argsort(-scores, kind="stable")], rel))
+        return values
+
+    def bi_encoder_scores(self, model: object) -> object:
+        def score(question: str, texts: list[str]) -> np.ndarray:
+            q = model.encode_query([question], normalize_embeddings=True)[0]  # type: ignore[attr-defined]
+            return model.encode_document(texts, normalize_embeddings=True, batch_size=32) @ q  # type: ignore[attr-defined]
+
+        return score
+
+    def dev_signal(self, model: object | None) -> float | None:
+        """The build's held-out queries judged by their source passage among the untuned top 20 (its choice)."""
+        split = self.run_dir / "train" / "split.json"
+        if not split.is_file():
+            return None
+        chunks = {c.id: c for c in read_jsonl(self.run_dir / "parse" / "chunks.jsonl", Chunk)}
+        queries = {q.id: q for q in read_jsonl(self.run_dir / "queries" / "queries.jsonl", Query)}
+        dev = [queries[i] for i in read_json(split)["dev"]]
+        vectors = self.base.encode_query([q.text for q in dev], normalize_embeddings=True)
+        index = QdrantIndex(path=self.run_dir / "mine" / "qdrant", url=None, collection="rerankforge_chunks")
+        try:
+            hits = index.search(np.asarray(vectors, dtype=np.float32), k=20)
+        finally:
+            index.close()
+        values = []
+        for query, found in zip(dev, hits, strict=True):
+            ids = [cid for cid, _ in found]
+            if model is None:
+                order = ids
+            else:
+                scores = self.bi_encoder_scores(model)(query.text, [chunks[c].text for c in ids])
+                order = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
+            values.append(ndcg(order, {query.chunk_id: 1}) if query.chunk_id in ids else 0.0)
+        return round(float(np.mean(values)), 4)
+
+
+def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
+    d = np.asarray(values) - np.asarray(bench.dense)
+    p = float(ttest_rel(values, bench.dense, alternative="greater").pvalue) if np.any(d != 0) else None
+    out = {
+        "recipe": name,
+        "ndcg@10": round(float(np.mean(values)), 4),
+        "dense": round(float(np.mean(bench.dense)), 4),
+        "gain": round(float(d.mean()), 4),
+        "p_greater": p,
+        "wins": int((d > 0).sum()),
+        "losses": int((d < 0).sum()),
+        "questions": len(values),
+        **extra,
+    }
+    print(json.dumps(out))
+    with open(bench.run_dir / "scorer_results.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(out) + "\n")
+    return out
+
+
+def synthetic_triplets(run_dir: Path, share: float, cfg: dict) -> list[dict[str, str]]:
+    chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+    queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
+    train = set(read_json(run_dir / "train" / "split.json")["train"])
+    kept = [q for q in queries if q.id in train]
+    kept = kept[: max(2, round(len(kept) * share))]
+    candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
+    judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
+    return training_triplets(
+        kept,
+        chunks,
+        candidates,
+        judgments,
+        positive_min_grade=cfg["grade"]["positive_min_grade"],
+        negative_max_grade=cfg["grade"]["negative_max_grade"],
+        seed=13,
+    )
+
+
+def oracle_triplets(bench: Bench, n: int) -> list[dict[str, str]]:
+    rows = []
+    for question, rel in bench.rest[:n]:
+        v = bench.base.encode([question], normalize_embeddings=True)[0]
+        top = [bench.ids[i] for i in np.argsort(-(bench.vectors @ v))[:10]]
+        negative = next((d for d in top if d not in rel), None)
+        if negative:
+            rows.append({"anchor": question, "positive": bench.docs[next(iter(rel))], "negative": bench.docs[negative]})
+    return rows
+
+
+def tuned_row(bench: Bench, name: str, rows: list[dict[str, str]], lr: float, epochs: float, **extra: object) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    out = bench.run_dir.parent / f"bench-bi-{name}"
+    started = time.time()
+    stats = tune(MINILM, rows, out, learning_rate=lr, epochs=epochs, batch_size=16, seed=13, device="cpu")
+    seconds = round(time.time() - started)
+    model = SentenceTransformer(str(out), device="cpu")
+    return row(bench, name, bench.rerank(bench.bi_encoder_scores(model)), dev=bench.dev_signal(model),
+               tune_seconds=seconds, **stats, **extra)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE] bi-encoder tunings")
+    parser.add_argument("--oracle", type=int, nargs="*", default=[], help="real training questions (oracle rows)")
+    parser.add_argument("--skip-build-rows", action="store_true", help="only the recipes and oracle rows")
+    args = parser.parse_args()
+    require_data()
+    bench = Bench(args.run_dir, args.queries, args.top_k)
+    cfg = read_json(args.run_dir / "config.json")
+    results = [row(bench, "dense first stage (all-MiniLM-L6-v2)", bench.dense, dev=bench.dev_signal(None))]
+    if not args.skip_build_rows:
+        model_dir = args.run_dir / "model"
+        served = Reranker(model_dir)
+        results.append(row(bench, "served scorer (the build's choice)", bench.rerank(served.logits),
+                           scorer=served.scorer))  # fmt: skip
+        alone = Reranker(model_dir, cross_encoder_only=True)
+        results.append(row(bench, "cross-encoder alone", bench.rerank(alone.logits)))
+        tuned_dir = args.run_dir / "train" / "first_stage"
+        if tuned_dir.is_dir():
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(tuned_dir), device="cpu")
+            results.append(row(bench, "tuned first stage (the build's)", bench.rerank(bench.bi_encoder_scores(model)),
+                               dev=bench.dev_signal(model)))  # fmt: skip
+    for recipe in args.recipes:
+        name, lr, epochs, *share = recipe.split(":")
+        fraction = float(share[0]) if share else 1.0
+        rows = synthetic_triplets(args.run_dir, fraction, cfg)
+        results.append(tuned_row(bench, name, rows, float(lr), float(epochs), share=fraction))
+    for n in args.oracle:
+        results.append(tuned_row(bench, f"oracle-{n}-real", oracle_triplets(bench, n), 5e-5, 2.0))
+    with_dev = [r for r in results if r.get("dev") is not None]
+    if len(with_dev) >= 3:
+        rho = spearmanr([r["dev"] for r in with_dev], [r["ndcg@10"] for r in with_dev]).statistic
+        print(f"dev signal vs real nDCG@10 over {len(with_dev)} rows: Spearman {rho:.3f}")
+
+
+if __name__ == "__main__":
+    main()
