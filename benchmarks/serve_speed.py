@@ -157,6 +157,22 @@ def prepare_model(train: list[dict]) -> Path:
     return model_dir
 
 
+def scorer_copy(model_dir: Path, target: Path, cross_encoder_weight: float) -> Path:
+    """A copy of the model folder that serves a build's scorer: the untuned first stage, plus the cross-encoder
+    at ``cross_encoder_weight`` (0: the first stage alone)."""
+    from rerankforge.serve.runtime import METADATA_FILE
+    from rerankforge.stages.mine import load_bi_encoder
+    from rerankforge.training.bi_encoder import SCALE, export_first_stage
+
+    shutil.copytree(model_dir, target)
+    export_first_stage(load_bi_encoder("all-MiniLM-L6-v2"), target / "first_stage")
+    meta = json.loads((target / METADATA_FILE).read_text())
+    meta["scorer"] = {"first_stage": "first_stage", "first_stage_weight": SCALE,
+                      "cross_encoder_weight": cross_encoder_weight, "bias": 0.0}  # fmt: skip
+    (target / METADATA_FILE).write_text(json.dumps(meta))
+    return target
+
+
 def graph_optimized_copy(model_dir: Path, tmp: Path) -> Path:
     """A copy of the model folder whose fp32 graph went through onnxruntime's transformer optimizer (BERT
     fusions: SkipLayerNorm, BiasGelu, attention where it matches), and its dynamic int8 quantization."""
@@ -323,6 +339,32 @@ def main() -> None:
                 "latencies": time_system(score, timing),
                 "scores": [score(pairs) for pairs in quality],
             }
+    with tempfile.TemporaryDirectory() as tmp:  # the build's scorer: first stage alone, and with the cross-encoder
+        for name, weight in (("scorer_first_stage_only", 0.0), ("scorer_first_stage+ce", 1.0)):
+            copy = scorer_copy(model_dir, Path(tmp) / name, weight)
+            for variant in ("fp32", *(v for v in available_variants(copy) if v == "openvino_int8")):
+                reranker = Reranker(copy, variant=variant)
+
+                def score(pairs: list[tuple[str, str]], reranker: Reranker = reranker) -> list[float]:
+                    return list(reranker.score_pairs(pairs).logits)
+
+                label = name if weight == 0 else f"{name}_{variant}"
+                systems[label] = {"latencies": time_system(score, timing), "scores": [score(p) for p in quality]}
+                if weight == 0:
+                    break
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge.models import resolve_model
+
+    bi_encoder = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
+
+    def torch_cosine(pairs: list[tuple[str, str]]) -> list[float]:
+        q = bi_encoder.encode([pairs[0][0]], normalize_embeddings=True)[0]
+        docs = bi_encoder.encode([d for _, d in pairs], normalize_embeddings=True, batch_size=BATCH)
+        return list(docs @ q)
+
+    systems["torch_first_stage_only"] = {"latencies": time_system(torch_cosine, timing),
+                                          "scores": [torch_cosine(p) for p in quality]}  # fmt: skip
     tokens = Reranker(model_dir, variant="fp32").score_pairs([p for pairs in timing for p in pairs]).tokens
     mean_tokens = tokens / sum(len(p) for p in timing)
 
