@@ -11,6 +11,7 @@ import pytest
 
 from rerankforge import build
 from rerankforge.artifacts import Chunk, Query, read_jsonl
+from rerankforge.config import MineConfig
 from rerankforge.evaluation.labels import load_beir
 from rerankforge.stages.queries import RoundTrip
 from tests.conftest import fake_build_config
@@ -50,7 +51,7 @@ def test_round_trip_keeps_queries_that_find_their_chunk(small_docs: Path, tmp_pa
     build(fake_build_config(small_docs, tmp_path / "run"), llm=FakeLLM(), until="parse")
     chunks = read_jsonl(tmp_path / "run" / "parse" / "chunks.jsonl", Chunk)
     dock = next(c for c in chunks if "circuit" in c.text.lower() or "outlet" in c.text.lower())
-    round_trip = RoundTrip(chunks, minilm_path, top_k=3, batch_size=16)
+    round_trip = RoundTrip(chunks, MineConfig(bi_encoder=minilm_path, batch_size=16), top_k=3)
 
     passes = round_trip.passes([(dock.text[:200], dock.id), ("hotel booking rules for business travel", dock.id)])
 

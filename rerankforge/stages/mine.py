@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import Candidate, CandidateList, Chunk, Query, read_jsonl, write_jsonl
-from rerankforge.config import BuildConfig
+from rerankforge.config import BuildConfig, MineConfig
 from rerankforge.index.qdrant import QdrantIndex
 from rerankforge.index.vector_cache import VectorCache
 from rerankforge.models import resolve_model
@@ -45,6 +45,17 @@ def embed(encode: Any, texts: list[str], batch_size: int) -> np.ndarray:
     return np.asarray(vectors, dtype=np.float32)
 
 
+def embed_chunks(cfg: MineConfig, texts: list[str]) -> tuple[np.ndarray, int]:
+    """Document vectors of ``texts`` with the first stage's bi-encoder, from the cross-build cache where it has
+    them (``mine.vector_cache``); also how many came from the cache."""
+    model = load_bi_encoder(cfg.bi_encoder)
+    if not cfg.vector_cache:
+        return embed(model.encode_document, texts, cfg.batch_size), 0
+    cache = VectorCache(resolve_model(cfg.bi_encoder))
+    vectors = cache.embed(texts, lambda todo: embed(model.encode_document, todo, cfg.batch_size))
+    return vectors, cache.hits
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.mine
     chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
@@ -52,12 +63,7 @@ def run(ctx: StageContext) -> StageResult:
     model = load_bi_encoder(cfg.bi_encoder)
     ctx.progress(0, 2, "embedding chunks")
     # encode_document / encode_query apply the model's own prompts, which asymmetric bi-encoders need
-    texts = [c.text for c in chunks]
-    cache = VectorCache(resolve_model(cfg.bi_encoder)) if cfg.vector_cache else None
-    if cache is None:
-        chunk_vectors = embed(model.encode_document, texts, cfg.batch_size)
-    else:
-        chunk_vectors = cache.embed(texts, lambda todo: embed(model.encode_document, todo, cfg.batch_size))
+    chunk_vectors, cached = embed_chunks(cfg, [c.text for c in chunks])
     query_vectors = embed(model.encode_query, [q.text for q in queries], cfg.batch_size)
     ctx.progress(1, 2, "searching Qdrant")
     index = QdrantIndex(
@@ -86,6 +92,6 @@ def run(ctx: StageContext) -> StageResult:
         "top_k": cfg.top_k,
         "source_in_top_k": round(source_found / len(queries), 3),
         "qdrant": cfg.qdrant_url or "embedded (run folder)",
-        "chunk_vectors_cached": cache.hits if cache else 0,
+        "chunk_vectors_cached": cached,
     }
     return StageResult(files=["mine/candidates.jsonl"], summary=summary)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import Chunk, Query, read_jsonl, write_jsonl
-from rerankforge.config import BuildConfig, QueriesConfig
+from rerankforge.config import BuildConfig, MineConfig, QueriesConfig
 from rerankforge.errors import ConfigError, StageError
 from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
@@ -178,15 +178,15 @@ def example_echo(query: str, passage: str, examples: list[str]) -> float:
 class RoundTrip:
     """The bi-encoder's top-k over the whole corpus: a query passes when its source chunk is among them."""
 
-    def __init__(self, chunks: list[Chunk], bi_encoder: str, top_k: int, batch_size: int) -> None:
-        from rerankforge.stages.mine import embed, load_bi_encoder
+    def __init__(self, chunks: list[Chunk], mine: MineConfig, top_k: int) -> None:
+        from rerankforge.stages.mine import embed, embed_chunks, load_bi_encoder
 
         self._embed = embed
-        self.model = load_bi_encoder(bi_encoder)
+        self.model = load_bi_encoder(mine.bi_encoder)
         self.top_k = min(top_k, len(chunks))
-        self.batch_size = batch_size
+        self.batch_size = mine.batch_size
         self.position = {c.id: i for i, c in enumerate(chunks)}
-        self.vectors = embed(self.model.encode_document, [c.text for c in chunks], batch_size)
+        self.vectors, _ = embed_chunks(mine, [c.text for c in chunks])  # cached: the mine stage reuses them
 
     def passes(self, queries: list[tuple[str, str]]) -> list[bool]:
         """For each (query text, source chunk id): is the source in the query's top-k?"""
@@ -240,7 +240,7 @@ def run(ctx: StageContext) -> StageResult:
     round_trip = None
     if cfg.round_trip_top_k:
         ctx.progress(0, len(sample), "embedding chunks for the round-trip filter")
-        round_trip = RoundTrip(chunks, ctx.config.mine.bi_encoder, cfg.round_trip_top_k, ctx.config.mine.batch_size)
+        round_trip = RoundTrip(chunks, ctx.config.mine, cfg.round_trip_top_k)
 
     def ask(job: tuple[Chunk, str, list[str]]) -> list[str] | None:
         chunk, style, shots = job
