@@ -177,3 +177,19 @@ def test_the_wizard_lists_the_models_of_an_ollama_server(tmp_path: Path, small_d
     assert "1. qwen2.5:7b-instruct" in screen and "2. llama3.2:3b" in screen and "3. embedded llama.cpp" in screen
     assert "LLM: ollama llama3.2:3b" in screen
     assert not (tmp_path / "run" / "parse").exists()
+
+
+def test_usage_errors_exit_2_through_main_with_click_blocked() -> None:
+    """typer vendors click and no longer installs it: the entry point must not need ``import click``."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["click"] = None  # what Python does for a package that is not installed
+        sys.argv = ["rerankforge", "nosuchcommand"]
+        from rerankforge.cli.main import main
+        main()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "No such command" in done.stderr and "ModuleNotFoundError" not in done.stderr

@@ -7,6 +7,7 @@ import os
 import sys
 
 import typer
+from typer.exceptions import TyperException
 
 from rerankforge.cli import build as build_cmd
 from rerankforge.cli import tools
@@ -54,14 +55,16 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors keep their exit codes
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except typer.Abort:
+        sys.exit(1)
+    except TyperException as exc:  # typer's own usage errors (it vendors click) keep their messages and exit codes
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err_console.print(exc.format_message())
+        sys.exit(exc.exit_code)
+    except Exception as exc:
         if os.environ.get("RERANKFORGE_DEBUG"):
             raise
         err_console.print(
