@@ -193,3 +193,19 @@ def test_usage_errors_exit_2_through_main_with_click_blocked() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "No such command" in done.stderr and "ModuleNotFoundError" not in done.stderr
+
+
+def test_a_library_that_sets_its_logger_to_debug_prints_nothing_in_the_cli() -> None:
+    code = textwrap.dedent(
+        """
+        import logging
+        from rerankforge.cli.main import _quiet_libraries
+        _quiet_libraries()
+        import bm25s  # sets its own logger to DEBUG on import
+        bm25s.BM25().index([[0, 1], [1, 2]])  # logs "Building index from IDs" at DEBUG
+        logging.getLogger("bm25s").warning("a warning still shows")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG" not in done.stderr and "a warning still shows" in done.stderr

@@ -39,6 +39,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # air-gapped by design: models come from paths or the local cache
     level = logging.DEBUG if os.environ.get("RERANKFORGE_DEBUG") else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # a library that sets its own logger to DEBUG (bm25s does, on
+        handler.setLevel(level)  # import) would otherwise print its debug lines in the middle of the display
     for noisy in ("unstructured", "pikepdf", "httpx", "sentence_transformers", "transformers", "datasets"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
 
