@@ -147,3 +147,35 @@ def test_the_model_folder_carries_its_first_stage_and_the_verdict_says_what_is_s
         [("dock breaker", d) for d in docs], activation_fn=__import__("torch").nn.Identity()
     )
     assert alone == pytest.approx(np.asarray(torch_alone), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_pretrained_cross_encoder_folder_as_backbone_builds_into_the_same_scorer(
+    tmp_path: Path, small_docs: Path, minilm_path: str
+) -> None:
+    """What users with a model hub do (``--backbone cross-encoder/ms-marco-MiniLM-L6-v2``); a locally saved
+    cross-encoder folder stands in for the hub id."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from rerankforge import Reranker, build
+    from tests.conftest import fake_build_config
+    from tests.fake_llm import FakeLLM
+
+    torch.manual_seed(1)
+    pretrained = tmp_path / "pretrained-cross-encoder"
+    CrossEncoder(minilm_path, num_labels=1, max_length=128, device="cpu").save_pretrained(str(pretrained))
+    config = fake_build_config(
+        small_docs, tmp_path / "run", train={"backbone": str(pretrained), "epochs": 1, "max_length": 128},
+        export={"openvino": False, "static_int8": False},
+    )  # fmt: skip
+    result = build(config, llm=FakeLLM())
+    assert result.summary("train")["backbone"] == str(pretrained)
+    meta = json.loads((result.model_dir / "rerankforge.json").read_text())
+    assert meta["scorer"]["first_stage"] == "first_stage" and "cross_encoder_weight" in meta["scorer"]
+    ranked = Reranker(result.model_dir).rerank("dock circuit breaker", ["a 32 A breaker", "travel expenses"])
+    assert sorted(i for i, _ in ranked) == [0, 1]
+    tuned = CrossEncoder(str(result.model_dir), device="cpu")
+    before = CrossEncoder(str(pretrained), device="cpu")
+    pair = [("dock circuit breaker", "a 32 A breaker")]
+    assert tuned.predict(pair)[0] != pytest.approx(before.predict(pair)[0], abs=1e-6)  # it was fine-tuned
