@@ -97,7 +97,7 @@ class Bench:
 
         return score
 
-    def dev_signal(self, model: object | None) -> float | None:
+    def dev_signal(self, score: object | None) -> float | None:
         """The build's held-out queries judged by their source passage among the untuned top 20 (its choice)."""
         split = self.run_dir / "train" / "split.json"
         if not split.is_file():
@@ -114,10 +114,10 @@ class Bench:
         values = []
         for query, found in zip(dev, hits, strict=True):
             ids = [cid for cid, _ in found]
-            if model is None:
+            if score is None:
                 order = ids
             else:
-                scores = self.bi_encoder_scores(model)(query.text, [chunks[c].text for c in ids])
+                scores = score(query.text, [chunks[c].text for c in ids])  # type: ignore[operator]
                 order = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
             values.append(ndcg(order, {query.chunk_id: 1}) if query.chunk_id in ids else 0.0)
         return round(float(np.mean(values)), 4)
@@ -181,7 +181,8 @@ def tuned_row(bench: Bench, name: str, rows: list[dict[str, str]], lr: float, ep
     stats = tune(MINILM, rows, out, learning_rate=lr, epochs=epochs, batch_size=16, seed=13, device="cpu")
     seconds = round(time.time() - started)
     model = SentenceTransformer(str(out), device="cpu")
-    return row(bench, name, bench.rerank(bench.bi_encoder_scores(model)), dev=bench.dev_signal(model),
+    score = bench.bi_encoder_scores(model)
+    return row(bench, name, bench.rerank(score), dev=bench.dev_signal(score),
                tune_seconds=seconds, **stats, **extra)  # fmt: skip
 
 
@@ -202,16 +203,19 @@ def main() -> None:
         model_dir = args.run_dir / "model"
         served = Reranker(model_dir)
         results.append(row(bench, "served scorer (the build's choice)", bench.rerank(served.logits),
-                           scorer=served.scorer))  # fmt: skip
+                           dev=bench.dev_signal(served.logits), scorer=served.scorer))  # fmt: skip
         alone = Reranker(model_dir, cross_encoder_only=True)
-        results.append(row(bench, "cross-encoder alone", bench.rerank(alone.logits)))
+        results.append(
+            row(bench, "cross-encoder alone", bench.rerank(alone.logits), dev=bench.dev_signal(alone.logits))
+        )
         tuned_dir = args.run_dir / "train" / "first_stage"
         if tuned_dir.is_dir():
             from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(str(tuned_dir), device="cpu")
-            results.append(row(bench, "tuned first stage (the build's)", bench.rerank(bench.bi_encoder_scores(model)),
-                               dev=bench.dev_signal(model)))  # fmt: skip
+            score = bench.bi_encoder_scores(SentenceTransformer(str(tuned_dir), device="cpu"))
+            results.append(
+                row(bench, "tuned first stage (the build's)", bench.rerank(score), dev=bench.dev_signal(score))
+            )
     for recipe in args.recipes:
         name, lr, epochs, *share = recipe.split(":")
         fraction = float(share[0]) if share else 1.0
