@@ -25,7 +25,8 @@ from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
 from rerankforge.templates import load_template
 
-VERSION = "3"  # 3: styles, dynamic examples, round-trip filter, sampling over sections
+VERSION = "4"  # 4: built-in examples only until the corpus has its own
+# 3: styles, dynamic examples, round-trip filter, sampling over sections
 # 2: queries that echo the few-shot examples are dropped
 ECHO_THRESHOLD = 0.5  # share of content words taken from the examples (not the passage)
 ROUND = 16  # chunks asked together; a round's few-shot examples come from the rounds before it
@@ -213,6 +214,14 @@ def pick_dynamic_examples(kept: list[Query], chunks: dict[str, Chunk], source: s
     return [q.text for q in _interleave(list(by_file.values()))[:n]]  # type: ignore[arg-type]
 
 
+def few_shot(examples: list[str], dynamic: list[str], cfg: QueriesConfig) -> list[str]:
+    """The examples of one call: the user's own always lead; the built-in ones (from no domain in particular)
+    only until this corpus has enough kept queries of its own, since a small model copies them verbatim."""
+    if cfg.examples_file is None and dynamic and len(dynamic) >= cfg.dynamic_examples:
+        return dynamic
+    return [*examples[: max(len(examples) - len(dynamic), 2)], *dynamic]
+
+
 def run(ctx: StageContext) -> StageResult:
     from rerankforge.llm.hosts import map_ordered
 
@@ -256,12 +265,12 @@ def run(ctx: StageContext) -> StageResult:
             stage="queries",
         )
 
-    done = 0
+    done = written = 0
     for start in range(0, len(sample), ROUND):
         jobs = []
         for chunk, style in zip(sample[start : start + ROUND], styles[start : start + ROUND], strict=True):
             dynamic = pick_dynamic_examples(kept, by_id, chunk.source, cfg.dynamic_examples, seed + start)
-            jobs.append((chunk, style, [*examples[: max(len(examples) - len(dynamic), 2)], *dynamic]))
+            jobs.append((chunk, style, few_shot(examples, dynamic, cfg)))
         candidates: list[Query] = []
         for (chunk, style, shots), answer in zip(jobs, map_ordered(ask, jobs, ctx.llm.concurrency), strict=True):
             done += 1
@@ -269,6 +278,7 @@ def run(ctx: StageContext) -> StageResult:
             if answer is None:
                 dropped["llm_failed"] += 1
                 continue
+            written += len(answer[: cfg.per_chunk])
             for text in answer[: cfg.per_chunk]:
                 reason = _drop_reason(text, chunk, shots, seen, cfg)
                 if reason:
@@ -294,7 +304,9 @@ def run(ctx: StageContext) -> StageResult:
     summary = {
         "chunks_sampled": len(sample),
         "files_sampled": len({c.source for c in sample}),
+        "queries_written": written,
         "queries_kept": len(kept),
+        "kept_per_call": round(len(kept) / max(len(sample), 1), 2),
         "kept_by_style": kept_by_style,
         "dropped": dropped,
     }
