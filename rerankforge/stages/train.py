@@ -226,6 +226,12 @@ def run(ctx: StageContext) -> StageResult:
     trainer.remove_callback(PrinterCallback)  # library code prints nothing: progress goes through ctx
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.accelerator.wait_for_everyone()  # every rank has loaded the best checkpoint before rank 0 cleans up
+    tuned_dir = ctx.out / TUNED_FIRST_STAGE
+    if not launch.follower:  # an earlier build's tuned bi-encoder must not pass for this one's
+        shutil.rmtree(tuned_dir, ignore_errors=True)
+    first_stage = None
+    if cfg.tune_first_stage:  # every rank takes part: under torchrun the bi-encoder's trainer is distributed too
+        first_stage = _tune_first_stage(ctx, train_ids, queries, chunks, judgments, device, save=not launch.follower)
     if launch.follower:  # rank 0 writes the model, the card and the history
         return StageResult(files=[], summary={"steps": trainer.state.global_step, "processes": launch.world_size})
     history = [
@@ -279,10 +285,8 @@ def run(ctx: StageContext) -> StageResult:
     files = [
         str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != "README.md"
     ]
-    tuned_dir = ctx.out / TUNED_FIRST_STAGE
-    shutil.rmtree(tuned_dir, ignore_errors=True)
-    if cfg.tune_first_stage:
-        summary["first_stage"] = _tune_first_stage(ctx, train_ids, queries, chunks, judgments, device)
+    if first_stage is not None:
+        summary["first_stage"] = first_stage
         files += [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
     return StageResult(files=[*files, "train/split.json", "train/loss_history.json"], summary=summary)
 
@@ -294,8 +298,10 @@ def _tune_first_stage(
     chunks: dict[str, Chunk],
     judgments: list[Judgment],
     device: str,
+    save: bool,
 ) -> dict[str, Any]:
-    """The bi-encoder tuned on the training queries (never the held-out ones), saved to train/first_stage."""
+    """The bi-encoder tuned on the training queries (never the held-out ones), saved to train/first_stage by the
+    process that writes (``save``)."""
     from rerankforge.training.bi_encoder import training_triplets, tune
 
     cfg, grade = ctx.config.train, ctx.config.grade
@@ -322,6 +328,7 @@ def _tune_first_stage(
         seed=cfg.seed,
         device=device,
         progress=ctx.progress,
+        save=save,
     )
 
 

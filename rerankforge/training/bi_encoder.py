@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -76,8 +78,10 @@ def tune(
     seed: int,
     device: str,
     progress: Any = None,
+    save: bool = True,
 ) -> dict[str, Any]:
-    """Fine-tune the bi-encoder ``base`` on ``rows`` and save it to ``out_dir``; returns steps and losses."""
+    """Fine-tune the bi-encoder ``base`` on ``rows`` and save it to ``out_dir`` (with ``save``: under torchrun
+    every process trains and one saves); returns steps and losses."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
@@ -94,9 +98,13 @@ def tune(
             if progress:
                 progress(state.global_step, state.max_steps, "tuning the first stage")
 
+    from rerankforge.distributed import Launch
+
+    # set, not derived: under torchrun the no-duplicates batch sampler has no length for the trainer to count
+    steps = max(1, math.ceil(len(rows) / (batch_size * Launch.from_env().world_size) * epochs))
     args = Arguments(
         output_dir=str(scratch),
-        num_train_epochs=epochs,
+        max_steps=steps,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
         warmup_steps=0.1,
@@ -115,17 +123,35 @@ def tune(
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    import shutil
-
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    model.save(str(out_dir))
+    if save:
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        save_folder(model, out_dir, f"tuned from `{base}` on {len(rows)} (query, source passage) pairs of the build")
     return {
         "triplets": len(rows),
         "steps": trainer.state.global_step,
         "loss_first": round(float(np.mean(losses[:3])), 4) if losses else None,
         "loss_last": round(float(np.mean(losses[-3:])), 4) if losses else None,
     }
+
+
+def save_folder(model: Any, out_dir: Path, origin: str) -> None:
+    """``model.save`` with the same bytes for the same weights: the tokenizer file without the padding and
+    truncation state that encoding leaves in it, and a fixed card instead of one with training times."""
+    from tokenizers import Tokenizer
+
+    model.save(str(out_dir))
+    tokenizer_file = out_dir / "tokenizer.json"
+    if tokenizer_file.is_file():
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        tokenizer.save(str(tokenizer_file))
+    (out_dir / "README.md").write_text(
+        "# rerankforge first stage\n\nA sentence-transformers bi-encoder, " + origin + ". `onnx/model.onnx` "
+        "(where present) outputs its pooled, L2-normalised embeddings for onnxruntime.\n",
+        encoding="utf-8",
+    )
 
 
 def export_first_stage(model: Any, out_dir: Path, *, opset: int = 17, tolerance: float = 1e-4) -> dict[str, Any]:
@@ -138,7 +164,7 @@ def export_first_stage(model: Any, out_dir: Path, *, opset: int = 17, tolerance:
     from rerankforge.serve.embedder import OnnxEmbedder
 
     model = model.to("cpu").eval()
-    model.save(str(out_dir))
+    save_folder(model, out_dir, "the first stage of a rerankforge scorer")
     sample = (getattr(model, "preprocess", None) or model.tokenize)(["a query", "a somewhat longer document"])
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
