@@ -280,3 +280,29 @@ def test_only_no_parsable_file_at_all_is_an_error(tmp_path: Path) -> None:
     (docs / "noise.txt").write_bytes(os.urandom(1000))
     with pytest.raises(InputError, match=r"No file in .* could be parsed \(2 seen; empty.txt: empty file; noise.txt"):
         run_parse(docs, tmp_path / "run")
+
+
+@pytest.mark.slow  # a child interpreter parses the example documents with a pool of workers
+def test_build_from_a_script_without_a_main_guard_parses_with_the_default_workers(tmp_path: Path) -> None:
+    """spawn/forkserver workers used to run the caller's script again: its build() met the run lock and each
+    worker died ("A parser worker died"), so every file was retried alone and then skipped as crashed."""
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "build_docs.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        "from rerankforge import build\n"
+        "from tests.conftest import fake_build_config\n"
+        "from tests.fake_llm import FakeLLM\n"
+        f"config = fake_build_config(Path({str(root / 'examples' / 'docs')!r}), Path(sys.argv[1]))\n"
+        "assert config.parse.workers is None  # the default: one worker per core\n"
+        "result = build(config, llm=FakeLLM(), until='parse')\n"
+        "print('parsed', result.summary('parse')['files_parsed'], result.summary('parse')['files_skipped'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "parsed 10 0" in done.stdout
+    assert "worker died" not in done.stderr and "Another build is running" not in done.stderr

@@ -9,10 +9,12 @@ pool, so the file that kills its worker is skipped with that reason and every ot
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
-from collections.abc import Generator
+import sys
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
@@ -32,6 +34,26 @@ def _context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["rerankforge.parsing.preload"])
     return context
+
+
+@contextlib.contextmanager
+def _caller_script_hidden() -> Iterator[None]:
+    """While workers start: spawn and forkserver would otherwise run the caller's ``__main__`` script again in
+    each worker, so a script calling ``build()`` without an ``if __name__ == "__main__":`` guard would start a
+    second build there (which meets the run lock and kills the worker). Workers need nothing from it."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:
+        main.__spec__ = None
+        if hasattr(main, "__file__"):
+            del main.__file__
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
 
 
 def parse_files(jobs: list[FileJob], workers: int) -> Generator[FileResult, None, None]:
@@ -56,7 +78,8 @@ def _pooled(jobs: list[FileJob], workers: int) -> Generator[FileResult, None, li
     with ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)), mp_context=_context(), initializer=init_worker
     ) as pool:
-        futures: dict[Future[FileResult], FileJob] = {pool.submit(parse_file, job): job for job in jobs}
+        with _caller_script_hidden():  # the workers start here, as jobs are submitted
+            futures: dict[Future[FileResult], FileJob] = {pool.submit(parse_file, job): job for job in jobs}
         try:
             for future in as_completed(futures):
                 try:
