@@ -148,6 +148,7 @@ def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
     from rerankforge.evaluation.scorer_choice import DevList
     from rerankforge.index.qdrant import QdrantIndex
     from rerankforge.stages.mine import embed, load_bi_encoder
+    from rerankforge.stages.train import TUNED_FIRST_STAGE
 
     chunks = {c.id: c for c in read_jsonl(ctx.run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(ctx.run_dir / "queries" / "queries.jsonl", Query)}
@@ -161,8 +162,6 @@ def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
         hits = index.search(vectors, k=min(ctx.config.evaluate.dev_top_k, len(chunks)))
     finally:
         index.close()
-    from rerankforge.stages.train import TUNED_FIRST_STAGE
-
     tuned_dir = ctx.dir("train") / TUNED_FIRST_STAGE
     tuned = None
     if (tuned_dir / "modules.json").is_file():
@@ -236,10 +235,11 @@ def run(ctx: StageContext) -> StageResult:
     lists = dev_lists(ctx, model)
     choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value)
     # the cross-encoder alone, judged by the LLM's grades (the figures of earlier builds), kept for comparison
-    result["cross_encoder"] = {"better": result.pop("better"), "verdict": result.pop("verdict")}
+    result["cross_encoder"] = {key: result.pop(key) for key in ("gain_ndcg", "better", "verdict")}
     result["fusion"]["cross_encoder_alpha"] = result["fusion"]["alpha"]
     result["fusion"]["alpha"] = choice["fusion_alpha"]
     result.update(
+        gain_ndcg=choice["gain_ndcg"],
         better=choice["learned"],
         verdict=scorer_verdict(choice, len(lists), cfg.k),
         scorer=choice["scorer"],
