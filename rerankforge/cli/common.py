@@ -86,7 +86,13 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
             f"loss {s.get('loss_first')} -> {s.get('loss_last')}{held_out}"
         )
     if name == "evaluate":
-        return f"{s.get('dev_queries')} held-out queries"
+        scorer = s.get("scorer") or {}
+        if not scorer:
+            return f"{s.get('dev_queries')} held-out queries"
+        served = "tuned first stage" if scorer.get("first_stage") == "tuned" else "untuned first stage"
+        if scorer.get("cross_encoder_weight"):
+            served += f" + cross-encoder x{scorer['cross_encoder_weight']:.3g}"
+        return f"{s.get('dev_queries')} held-out queries; serves the {served}"
     if name == "export":
         diffs = ", ".join(f"{k[13:]} {v:.1e}" for k, v in s.items() if k.startswith("max_abs_diff_"))
         served = f"; serving {s['recommended_variant']}" if "recommended_variant" in s else ""

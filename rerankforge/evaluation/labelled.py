@@ -122,10 +122,16 @@ def evaluate_labelled(
             f"NOT significantly better than the {base} first stage on {n} labelled queries ({evidence}): "
             f"the gain may be chance; label more queries before trusting it"
         )
+    elif wtl["W"] == 0 and wtl["L"] == 0:
+        verdict = (
+            f"NOT better than the {base} first stage on {n} labelled queries, and no worse: it ranks every one of "
+            f"them as the first stage does ({evidence}). When the build learned nothing that beats its first "
+            "stage, the model serves that first stage's own order; build with more queries or a stronger LLM"
+        )
     else:
         verdict = (
             f"NOT better than the {base} first stage on {n} labelled queries ({evidence}): keep the first stage's "
-            "order or serve the fused scores, and build with more queries or a stronger LLM"
+            "order, and build with more queries or a stronger LLM"
         )
     per_query = [
         {"query_id": q, "query": queries[q], **{name: round(scores.per_query[name][main][q], 4) for name in runs}}
