@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from rerankforge.serve.runtime import (
     telemetry_off,
 )
 from rerankforge.training import card
+from rerankforge.training.onnx_trace import trace_to_onnx
 
 VERSION = "5"  # 5: the scorer's first stage in model/first_stage
 FIRST_STAGE_DIR = "first_stage"
@@ -66,26 +66,13 @@ def export_onnx(model: Any, out_dir: Path, opset: int) -> Path:
         def forward(self, *args: torch.Tensor) -> torch.Tensor:
             return self.inner(**dict(zip(names, args, strict=True))).logits
 
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
     # Eager attention traces to plain MatMul/Softmax, which onnxruntime runs (and int8-quantizes) faster than
     # the graph SDPA attention traces to (one run of benchmarks/serve_speed.py: int8 39.5 against about 32
     # pairs/s); the scores are the same (parity is checked below).
     previous = getattr(hf_model.config, "_attn_implementation", None)
     with contextlib.suppress(ValueError, AttributeError):
         hf_model.set_attn_implementation("eager")
-    with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
-        warnings.simplefilter("ignore")  # tracer notes on shape checks that are constant for encoders
-        torch.onnx.export(
-            Logits(),
-            tuple(sample[n] for n in names),
-            str(tmp),
-            input_names=names,
-            output_names=["logits"],
-            dynamic_axes=axes,
-            opset_version=opset,
-            dynamo=False,
-        )
+    trace_to_onnx(Logits(), tuple(sample[n] for n in names), names, "logits", path, opset)
     if previous and previous != "eager":
         with contextlib.suppress(ValueError, AttributeError):
             hf_model.set_attn_implementation(previous)

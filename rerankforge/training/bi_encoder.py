@@ -16,15 +16,15 @@ import logging
 import math
 import random
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, atomic_path, write_json
+from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, write_json
 from rerankforge.errors import StageError
 from rerankforge.serve.embedder import EMBEDDER_FILE, EMBEDDER_METADATA
+from rerankforge.training.onnx_trace import trace_to_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -178,24 +178,10 @@ def export_first_stage(model: Any, out_dir: Path, *, opset: int = 17, tolerance:
             return torch.nn.functional.normalize(features["sentence_embedding"], p=2, dim=1)
 
     path = out_dir / EMBEDDER_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["sentence_embedding"] = {0: "batch"}
     transformer = model[0].auto_model
     with contextlib.suppress(ValueError, AttributeError):  # eager attention: plain ops, as for the cross-encoder
         transformer.set_attn_implementation("eager")
-    with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Embeddings(),
-            tuple(sample[n] for n in names),
-            str(tmp),
-            input_names=names,
-            output_names=["sentence_embedding"],
-            dynamic_axes=axes,
-            opset_version=opset,
-            dynamo=False,
-        )
+    trace_to_onnx(Embeddings(), tuple(sample[n] for n in names), names, "sentence_embedding", path, opset)
     prompts = {kind: model.prompts.get(kind, "") for kind in ("query", "document") if model.prompts.get(kind)}
     tokenizer = model.tokenizer
     write_json(
