@@ -15,7 +15,7 @@ With neither, the scorer is the untuned first stage alone, so the served order i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,14 +36,19 @@ class DevList:
     cross_encoder: np.ndarray  # the cross-encoder's logits
 
 
-def ndcg(grades: Sequence[float], scores: np.ndarray, k: int) -> float:
+def _ndcg_ranked(grades: Sequence[float], k: int) -> float:
     from rerankforge.stages.evaluate import ndcg_at_k
 
-    return ndcg_at_k([grades[i] for i in np.argsort(-np.asarray(scores), kind="stable")], k)
+    return ndcg_at_k(grades, k)
 
 
-def _per_query(lists: list[DevList], score_of: object, k: int) -> list[float]:
-    return [ndcg(d.grades, score_of(d), k) for d in lists]  # type: ignore[operator]
+def ndcg(grades: Sequence[float], scores: np.ndarray, k: int) -> float:
+    """nDCG@k of the candidates ordered by ``scores``."""
+    return _ndcg_ranked([grades[i] for i in np.argsort(-np.asarray(scores), kind="stable")], k)
+
+
+def _per_query(lists: list[DevList], score_of: Callable[[DevList], np.ndarray], k: int) -> list[float]:
+    return [ndcg(d.grades, score_of(d), k) for d in lists]
 
 
 def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dict[str, object]:
@@ -102,12 +107,6 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dic
         "fusion_alpha": alpha,
         "systems": {name: round(float(np.mean(v)), 4) if v else 0.0 for name, v in systems.items()},
     }
-
-
-def _ndcg_ranked(grades: list[float], k: int) -> float:
-    from rerankforge.stages.evaluate import ndcg_at_k
-
-    return ndcg_at_k(grades, k)
 
 
 def _p(system: list[float], baseline: list[float]) -> float | None:
