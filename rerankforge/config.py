@@ -125,7 +125,9 @@ class QueriesConfig(Section):
     """Synthetic query generation."""
 
     max_queries: int = Field(40, gt=0, description="Budget: at most this many chunks get queries (LLM calls).")
-    per_chunk: int = Field(1, ge=1, le=5, description="Queries the LLM writes per sampled chunk (one call).")
+    per_chunk: int = Field(
+        3, ge=1, le=5, description="Queries the LLM writes per sampled chunk, in one call (about different facts)."
+    )
     template: str = Field("queries.jinja", description="Template name in templates/ or a path to your own.")
     examples_file: str | None = Field(None, description="A text file of your own example queries, one per line.")
     min_words: int = 3
@@ -140,10 +142,11 @@ class QueriesConfig(Section):
         "search terms), paraphrase (a question in other words than the chunk's). Each sampled chunk gets one.",
     )
     dynamic_examples: int = Field(
-        3,
+        0,
         ge=0,
         description="Few-shot examples taken from queries this build already kept (from other files), added "
-        "to the fixed examples; chunks are asked in rounds of 16, each seeing the rounds before it. 0: off.",
+        "to the user's examples; chunks are asked in rounds of 16, each seeing the rounds before it. 0: off "
+        "(a small model copies examples verbatim).",
     )
     round_trip_top_k: int = Field(
         20,
@@ -184,6 +187,12 @@ class GradeConfig(Section):
     positive_min_grade: int = Field(2, ge=1, le=3, description="A candidate with at least this grade is a positive.")
     negative_max_grade: int = Field(
         0, ge=0, le=2, description="A candidate with at most this grade is a hard negative."
+    )
+    top_k: int | None = Field(
+        None,
+        ge=0,
+        description="Grade each query's source chunk and only its best this-many other candidates; the rest of "
+        "mine.top_k stay ungraded, cheap hard negatives for the first stage's tuning. None: grade them all.",
     )
     max_tokens: int = 24
     logprobs: bool = Field(

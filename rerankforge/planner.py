@@ -55,6 +55,15 @@ def _chars(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) for m in messages)
 
 
+def grades_per_query(config: BuildConfig, n_chunks: int | None = None) -> int:
+    """Pairs the LLM grades per kept query: its top-k candidates (the source chunk usually among them, graded
+    on top when the first stage misses it), or with ``grade.top_k`` its source and that many others."""
+    top_k = min(config.mine.top_k, n_chunks) if n_chunks else config.mine.top_k
+    if config.grade.top_k is None:
+        return top_k
+    return min(config.grade.top_k, max(top_k - 1, 0)) + 1
+
+
 def plan_build(
     config: BuildConfig, *, calibrate: bool = True, llm: Any = None, progress: ProgressCallback | None = None
 ) -> BuildPlan:
@@ -83,8 +92,7 @@ def plan_build(
     # Candidates are any chunks: their mean length stands for them; the source chunk is usually among them.
     grade_chars = mean(_chars(_grade_prompt(gtemplate, c)) for c in chunks)
     query_calls = len(sample)
-    # Each query's top-k; its source chunk is graded on top only when the first stage misses it.
-    grade_calls = len(sample) * qcfg.per_chunk * min(config.mine.top_k, len(chunks)) * gcfg.samples
+    grade_calls = len(sample) * qcfg.per_chunk * grades_per_query(config, len(chunks)) * gcfg.samples
     chars_per_token, out_query, out_grade = CHARS_PER_TOKEN, qcfg.max_tokens / 2, gcfg.max_tokens / 2
     seconds_query = seconds_grade = None
     calibration: dict[str, Any] = {}

@@ -69,21 +69,21 @@ def test_the_planner_counts_the_calls_of_the_sample(small_docs: Path, tmp_path: 
 
     queries, grade = plan.stages
     assert (queries.stage, queries.calls) == ("queries", 5)
-    assert (grade.stage, grade.calls) == ("grade", 5 * 4 * 2)  # every query kept, top_k 4, 2 samples
+    assert (grade.stage, grade.calls) == ("grade", 5 * 3 * 4 * 2)  # 3 queries a call, all kept, top_k 4, 2 samples
     assert grade.prompt_tokens > grade.calls * 50 and queries.output_tokens == 5 * 80  # half of max_tokens
     assert plan.total_seconds is None and plan.concurrency == 2  # no calibration, no time
 
 
-def test_built_in_examples_give_way_to_the_corpus_own_queries(tmp_path: Path) -> None:
+def test_only_the_users_examples_and_the_corpus_own_queries_are_few_shot(tmp_path: Path) -> None:
     from rerankforge.config import QueriesConfig
-    from rerankforge.stages.queries import BUILTIN_EXAMPLES, few_shot, load_examples
+    from rerankforge.stages.queries import few_shot, load_examples
 
-    default = QueriesConfig(dynamic_examples=3)
+    default = QueriesConfig()
     own = ["what breaker for the dock", "AR-200 payload", "replace battery when"]
-    assert few_shot(load_examples(default), [], default) == BUILTIN_EXAMPLES  # nothing of its own yet
-    assert few_shot(load_examples(default), own[:1], default)[:2] == BUILTIN_EXAMPLES[:2]
-    assert few_shot(load_examples(default), own, default) == own  # the small model copied the built-ins verbatim
+    assert load_examples(default) == [] and default.dynamic_examples == 0  # a small model copies examples
+    assert few_shot(load_examples(default), []) == []
+    assert few_shot(load_examples(default), own) == own
     user_file = tmp_path / "examples.txt"
     user_file.write_text("leave policy for parents\nexpense deadline\n")
     users = QueriesConfig(dynamic_examples=3, examples_file=str(user_file))
-    assert few_shot(load_examples(users), own, users)[:2] == ["leave policy for parents", "expense deadline"]
+    assert few_shot(load_examples(users), own)[:2] == ["leave policy for parents", "expense deadline"]

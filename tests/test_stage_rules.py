@@ -11,7 +11,7 @@ from rerankforge.config import GradeConfig
 from rerankforge.stages.evaluate import mrr_at_k, ndcg_at_k
 from rerankforge.stages.grade import expected_grade, parse_grade, training_groups
 from rerankforge.stages.queries import (
-    BUILTIN_EXAMPLES,
+    _drop_reason,
     assign_styles,
     copy_overlap,
     example_echo,
@@ -19,6 +19,15 @@ from rerankforge.stages.queries import (
     sample_chunks,
 )
 from rerankforge.stages.train import build_groups, split_queries
+
+# A user's examples from another collection than the passages below (what a small model copies).
+EXAMPLES = [
+    "how long is the warranty on replacement parts",
+    "What happens if I miss the deadline for submitting a claim?",
+    "reset password locked account",
+    "Which settings change the backup schedule?",
+    "difference between standard and express shipping cost",
+]
 
 
 def _chunks(per_file: dict[str, int]) -> list[Chunk]:
@@ -50,15 +59,29 @@ def test_copy_overlap() -> None:
 def test_queries_that_echo_the_few_shot_examples_are_caught() -> None:
     passage = "Central core disease is a muscle disorder. Diagnosis uses a muscle biopsy."
     # what a 1.5B model wrote for a MedQuAD passage: the examples, verbatim and paraphrased
-    assert example_echo("How long is the warranty on replacement parts?", passage, BUILTIN_EXAMPLES) == 1.0
-    assert example_echo("What is the duration of the warranty for replacement parts?", passage, BUILTIN_EXAMPLES) >= 0.5
-    assert example_echo("What happens if I fail to submit a claim on time?", passage, BUILTIN_EXAMPLES) >= 0.5
+    assert example_echo("How long is the warranty on replacement parts?", passage, EXAMPLES) == 1.0
+    assert example_echo("What is the duration of the warranty for replacement parts?", passage, EXAMPLES) >= 0.5
+    assert example_echo("What happens if I fail to submit a claim on time?", passage, EXAMPLES) >= 0.5
     # real queries about the passage are kept, even when they share a word with an example
-    assert example_echo("How is central core disease diagnosed?", passage, BUILTIN_EXAMPLES) == 0.0
-    assert example_echo("What happens in central core disease?", passage, BUILTIN_EXAMPLES) < 0.5
+    assert example_echo("How is central core disease diagnosed?", passage, EXAMPLES) == 0.0
+    assert example_echo("What happens in central core disease?", passage, EXAMPLES) < 0.5
     # an example's words that the passage itself uses are not an echo
     backup = "The backup schedule is set under Settings > Backup."
-    assert example_echo("Which settings change the backup schedule?", backup, BUILTIN_EXAMPLES) < 0.5
+    assert example_echo("Which settings change the backup schedule?", backup, EXAMPLES) < 0.5
+
+
+def test_queries_that_speak_of_their_passage_are_dropped() -> None:
+    from rerankforge.config import QueriesConfig
+
+    chunk = Chunk(id="a.md#0", text="Salivary gland cancer trials are listed by stage.", source="a.md")
+    cfg = QueriesConfig()
+    # what the 1.5B model wrote for a MedQuAD passage: it means nothing to a searcher
+    assert _drop_reason("What is the name of the cancer mentioned in the passage?", chunk, [], set(), cfg) == (
+        "names_the_passage"
+    )
+    assert _drop_reason("Which trials does this document list?", chunk, [], set(), cfg) == "names_the_passage"
+    assert _drop_reason("clinical trials for stage III salivary gland cancer", chunk, [], set(), cfg) is None
+    assert _drop_reason("text messages about passage of the bill", chunk, [], set(), cfg) is None
 
 
 @pytest.mark.parametrize(("value", "grade"), [({"grade": 2}, 2), ({"grade": "3"}, 3), (0, 0), ({"grade": 1.0}, 1)])
@@ -144,6 +167,21 @@ def test_split_is_seeded_disjoint_and_keeps_both_sides() -> None:
     assert split_queries(["a", "b"], 0.9, seed=0)[0]  # train never empty
 
 
+def test_queries_of_one_file_are_held_out_together() -> None:
+    files = {f"q{i}": f"f{i // 3}.md" for i in range(12)}  # three queries from each of four files
+    train, dev = split_queries(sorted(files), 0.25, seed=3, files=files)
+    assert len(dev) == 3 and sorted(train + dev) == sorted(files)
+    assert not {files[q] for q in train} & {files[q] for q in dev}
+    assert split_queries(sorted(files), 0.25, seed=3, files=files) == (train, dev)
+    # every file larger than the dev share: the smallest file, never all of them
+    lopsided = {**{f"a{i}": "a.md" for i in range(8)}, "b0": "b.md", "b1": "b.md"}
+    assert split_queries(sorted(lopsided), 0.1, seed=0, files=lopsided)[1] == ["b0", "b1"]
+    # one file: split by query
+    one = dict.fromkeys(["x", "y", "z", "w"], "only.md")
+    train, dev = split_queries(sorted(one), 0.25, seed=0, files=one)
+    assert len(dev) == 1 and len(train) == 3
+
+
 def test_ndcg_and_mrr_by_hand() -> None:
     # ranked grades [0, 3, 1]: DCG = 3/log2(3) + 1/2, ideal [3, 1, 0]: 3 + 1/log2(3)
     expected = (3 / math.log2(3) + 0.5) / (3 + 1 / math.log2(3))
@@ -203,3 +241,53 @@ def test_training_groups_use_the_expected_grade_as_the_level() -> None:
     ]
     (group,) = training_groups([Query(id="q0", text="q", chunk_id="a.md#0")], chunks, judgments, GradeConfig())
     assert (group.pos_ids, group.pos_scores, group.neg_scores) == (["a.md#0", "a.md#1"], [2.6, 2.0], [0.3])
+
+
+def test_grading_takes_the_source_and_only_the_best_other_candidates() -> None:
+    from rerankforge.artifacts import Candidate, CandidateList
+    from rerankforge.stages.grade import graded_candidates
+
+    query = Query(id="q0", text="dock breaker", chunk_id="src")
+    ranked = CandidateList(
+        query_id="q0",
+        candidates=[Candidate(chunk_id=c, score=1.0 - i / 10, rank=i) for i, c in enumerate(["a", "src", "b", "c"])],
+    )
+    assert graded_candidates(query, ranked, None) == ["a", "src", "b", "c"]
+    assert graded_candidates(query, ranked, 1) == ["a", "src"]
+    assert graded_candidates(query, ranked, 2) == ["a", "src", "b"]
+    assert graded_candidates(query, ranked, 0) == ["src"]
+
+
+def test_the_first_stage_negative_is_never_a_candidate_the_grader_called_relevant() -> None:
+    from rerankforge.artifacts import Candidate, CandidateList
+    from rerankforge.training.bi_encoder import training_triplets
+
+    chunks = {c.id: c for c in _chunks({"a.md": 3, "b.md": 2})}
+    query = Query(id="q0", text="question about a 0", chunk_id="a.md#0")
+    ranked = CandidateList(
+        query_id="q0",
+        candidates=[
+            Candidate(chunk_id=c, score=1.0 - i / 10, rank=i) for i, c in enumerate(["a.md#0", "a.md#1", "a.md#2"])
+        ],
+    )
+
+    def negative(judgments: list[Judgment]) -> str:
+        rows = training_triplets(
+            [query], chunks, {"q0": ranked}, judgments, positive_min_grade=2, negative_max_grade=0, seed=1
+        )
+        return rows[0]["negative"]
+
+    source = Judgment(query_id="q0", chunk_id="a.md#0", grade=3)
+    # the best other candidate graded relevant: the next, ungraded one is the hard negative
+    assert negative([source, Judgment(query_id="q0", chunk_id="a.md#1", grade=3)]) == chunks["a.md#2"].text
+    # graded not relevant: it is the negative
+    assert negative([source, Judgment(query_id="q0", chunk_id="a.md#1", grade=0)]) == chunks["a.md#1"].text
+    # every candidate graded relevant: a chunk of another file
+    everything = [source, *(Judgment(query_id="q0", chunk_id=c, grade=2) for c in ("a.md#1", "a.md#2"))]
+    assert chunks[next(c for c in chunks if chunks[c].text == negative(everything))].source == "b.md"
+    # the grader rejected the query's own passage: no row at all
+    bad = training_triplets(
+        [query], chunks, {"q0": ranked}, [Judgment(query_id="q0", chunk_id="a.md#0", grade=0)],
+        positive_min_grade=2, negative_max_grade=0, seed=1,
+    )  # fmt: skip
+    assert bad == []

@@ -73,12 +73,15 @@ def _wizard(cfg: BuildConfig) -> BuildConfig:
             "train": cfg.train.model_copy(update={"loss": loss}),
         }
     )
-    calls = budget * cfg.queries.per_chunk * (cfg.mine.top_k + 1) + budget
+    from rerankforge.planner import grades_per_query
+
+    calls = budget * cfg.queries.per_chunk * grades_per_query(cfg) + budget
     console.print(
         Panel.fit(
             f"docs: {cfg.docs}\nrun folder: {cfg.resolved_run_dir()}\n"
             f"LLM: {cfg.llm.provider} {cfg.llm.model or ''}\n"
-            f"about {calls} LLM calls ({budget} query-writing, the rest grading top-{cfg.mine.top_k} candidates)\n"
+            f"about {calls} LLM calls ({budget} query-writing, the rest grading "
+            f"{grades_per_query(cfg)} candidates per query)\n"
             f"train: {cfg.train.backbone} with {cfg.train.loss}"
             + (f", and the first stage {cfg.mine.bi_encoder}" if cfg.train.tune_first_stage else "")
             + "\nserve: the first stage's own order unless what was learned measurably beats it on held-out queries",

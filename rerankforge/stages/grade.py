@@ -117,6 +117,16 @@ def training_groups(
     return groups
 
 
+def graded_candidates(query: Query, candidates: CandidateList, top_k: int | None) -> list[str]:
+    """The chunks of one query the LLM grades: its source and its best ``top_k`` other candidates (all when
+    None), best first. The ungraded rest are negatives only the first stage's tuning uses."""
+    ids = [c.chunk_id for c in candidates.candidates]
+    if top_k is None:
+        return ids
+    others = [i for i in ids if i != query.chunk_id][:top_k]
+    return [i for i in ids if i == query.chunk_id or i in others]
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.grade
     chunks = {c.id: c for c in read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)}
@@ -126,7 +136,7 @@ def run(ctx: StageContext) -> StageResult:
     # Pairs of one chunk run back to back: their prompts share a prefix (instructions + passage) that the
     # LLM server keeps cached, so each further query of that chunk costs only its own few tokens.
     pairs = sorted(
-        ((q, c.chunk_id) for q in queries for c in candidates[q.id].candidates),
+        ((q, chunk_id) for q in queries for chunk_id in graded_candidates(q, candidates[q.id], cfg.top_k)),
         key=lambda pair: (pair[1], pair[0].id),
     )
     logprobs = cfg.logprobs and getattr(ctx.llm.provider, "supports_logprobs", False)

@@ -1,10 +1,12 @@
 """Stage 2: the LLM writes search queries for a budgeted sample of chunks, few-shot, as JSON.
 
 The sample spreads over files and their sections; each chunk is asked for one style of query (question,
-keywords, paraphrase) in a configured mix. Few-shot examples are the built-in or the user's, plus queries
-this build already kept for other files (asked in rounds, so the order of calls never changes the result).
-Duplicates, queries of the wrong length, copies of the chunk, echoes of the examples, and queries whose
-source chunk the bi-encoder does not find (the round trip) are dropped and counted.
+keywords, paraphrase) in a configured mix, ``queries.per_chunk`` of them in one call. Few-shot examples are
+only the user's (``queries.examples_file``), plus, when ``queries.dynamic_examples`` is set, queries this
+build already kept for other files (asked in rounds, so the order of calls never changes the result).
+Duplicates, queries of the wrong length, copies of the chunk, queries that speak of "the passage", echoes
+of the examples, and queries whose source chunk the bi-encoder does not find (the round trip) are dropped
+and counted.
 """
 
 from __future__ import annotations
@@ -25,25 +27,21 @@ from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
 from rerankforge.templates import load_template
 
-VERSION = "4"  # 4: built-in examples only until the corpus has its own
+VERSION = "5"  # 5: passage last (a cached prompt prefix), no built-in examples, queries naming "the passage" dropped
+# 4: built-in examples only until the corpus has its own
 # 3: styles, dynamic examples, round-trip filter, sampling over sections
 # 2: queries that echo the few-shot examples are dropped
 ECHO_THRESHOLD = 0.5  # share of content words taken from the examples (not the passage)
 ROUND = 16  # chunks asked together; a round's few-shot examples come from the rounds before it
-
-# Domain-neutral few-shot examples, used when the user gives none.
-BUILTIN_EXAMPLES = [
-    "how long is the warranty on replacement parts",
-    "What happens if I miss the deadline for submitting a claim?",
-    "reset password locked account",
-    "Which settings change the backup schedule?",
-    "difference between standard and express shipping cost",
-]
+# A query that speaks of its passage ("the cancer mentioned in the passage") means nothing to a searcher.
+_SELF_REFERENCE = re.compile(r"\b(?:the|this|that|given|above)\s+(?:passage|text|document|article|excerpt)\b", re.I)
 
 
 def load_examples(cfg: QueriesConfig) -> list[str]:
+    """The user's example queries (``queries.examples_file``), or none: a small model copies examples verbatim,
+    and examples from another domain teach it nothing about this one."""
     if cfg.examples_file is None:
-        return BUILTIN_EXAMPLES
+        return []
     path = Path(cfg.examples_file)
     if not path.is_file():
         raise ConfigError(f"Examples file {path} does not exist. Pass a text file with one query per line.")
@@ -214,12 +212,9 @@ def pick_dynamic_examples(kept: list[Query], chunks: dict[str, Chunk], source: s
     return [q.text for q in _interleave(list(by_file.values()))[:n]]  # type: ignore[arg-type]
 
 
-def few_shot(examples: list[str], dynamic: list[str], cfg: QueriesConfig) -> list[str]:
-    """The examples of one call: the user's own always lead; the built-in ones (from no domain in particular)
-    only until this corpus has enough kept queries of its own, since a small model copies them verbatim."""
-    if cfg.examples_file is None and dynamic and len(dynamic) >= cfg.dynamic_examples:
-        return dynamic
-    return [*examples[: max(len(examples) - len(dynamic), 2)], *dynamic]
+def few_shot(examples: list[str], dynamic: list[str]) -> list[str]:
+    """The examples of one call: the user's own first, then queries this build kept for other files."""
+    return [*examples, *dynamic]
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -244,7 +239,8 @@ def run(ctx: StageContext) -> StageResult:
     kept: list[Query] = []
     seen: set[str] = set()
     dropped = {
-        "duplicate": 0, "length": 0, "copied_from_chunk": 0, "echoed_example": 0, "round_trip": 0, "llm_failed": 0,
+        "duplicate": 0, "length": 0, "copied_from_chunk": 0, "names_the_passage": 0, "echoed_example": 0,
+        "round_trip": 0, "llm_failed": 0,
     }  # fmt: skip
     round_trip = None
     if cfg.round_trip_top_k:
@@ -270,7 +266,7 @@ def run(ctx: StageContext) -> StageResult:
         jobs = []
         for chunk, style in zip(sample[start : start + ROUND], styles[start : start + ROUND], strict=True):
             dynamic = pick_dynamic_examples(kept, by_id, chunk.source, cfg.dynamic_examples, seed + start)
-            jobs.append((chunk, style, few_shot(examples, dynamic, cfg)))
+            jobs.append((chunk, style, few_shot(examples, dynamic)))
         candidates: list[Query] = []
         for (chunk, style, shots), answer in zip(jobs, map_ordered(ask, jobs, ctx.llm.concurrency), strict=True):
             done += 1
@@ -322,6 +318,8 @@ def _drop_reason(text: str, chunk: Chunk, examples: list[str], seen: set[str], c
         return "length"
     if copy_overlap(text, chunk.text) > cfg.max_copy_overlap:
         return "copied_from_chunk"
+    if _SELF_REFERENCE.search(text):
+        return "names_the_passage"
     if example_echo(text, chunk.text, examples) >= ECHO_THRESHOLD:
         return "echoed_example"
     return None

@@ -24,7 +24,8 @@ from rerankforge.stages.grade import group_by_query
 
 TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
 
-VERSION = "5"  # 5: the first stage's bi-encoder is tuned too (train/first_stage)
+VERSION = "6"  # 6: queries of one file are held out together
+# 5: the first stage's bi-encoder is tuned too (train/first_stage)
 # 4: labels are the expected grades where the LLM gave probabilities
 # 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
 
@@ -37,12 +38,31 @@ def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
     }
 
 
-def split_queries(query_ids: list[str], dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded train/dev split; dev gets at least one query and train keeps at least one."""
+def split_queries(
+    query_ids: list[str], dev_fraction: float, seed: int, files: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Seeded train/dev split; dev gets at least one query and train keeps at least one.
+
+    With ``files`` (query id -> its source file), whole files go to one side: queries written from the same
+    chunk or file are near paraphrases, and one of them in training would let the tuned model pass the other
+    in dev by memory (a dev gain that real questions do not show). One file only: split by query.
+    """
     shuffled = sorted(query_ids)
     random.Random(seed).shuffle(shuffled)
     n_dev = min(max(1, round(len(shuffled) * dev_fraction)), len(shuffled) - 1)
-    return sorted(shuffled[n_dev:]), sorted(shuffled[:n_dev])
+    by_file: dict[str, list[str]] = {}
+    for query_id in shuffled:  # files in the seeded order of their first query
+        by_file.setdefault((files or {}).get(query_id, query_id), []).append(query_id)
+    if files is None or len(by_file) < 2:
+        return sorted(shuffled[n_dev:]), sorted(shuffled[:n_dev])
+    dev: list[str] = []
+    for group in by_file.values():  # whole files that fit the dev share, in the seeded order
+        if len(dev) + len(group) <= n_dev:
+            dev.extend(group)
+    if not dev:  # every file is larger than the dev share: the smallest one
+        dev = min(by_file.values(), key=len)
+    held = set(dev)
+    return sorted(q for q in shuffled if q not in held), sorted(dev)
 
 
 def build_groups(
@@ -146,7 +166,8 @@ def run(ctx: StageContext) -> StageResult:
             "train and evaluate. Raise queries.max_queries or use a stronger LLM."
         )
     launch = Launch.from_env()
-    train_ids, dev_ids = split_queries(relevant, cfg.dev_fraction, cfg.seed)
+    source_file = {q.id: chunks[q.chunk_id].source for q in queries}
+    train_ids, dev_ids = split_queries(relevant, cfg.dev_fraction, cfg.seed, files=source_file)
     if not launch.follower:
         write_json(ctx.out / "split.json", {"train": train_ids, "dev": dev_ids})
 

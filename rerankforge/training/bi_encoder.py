@@ -2,7 +2,9 @@
 
 Tuning is source-anchored: a query's positive is the chunk it was written from (kept only when the grader
 also called it relevant), its hard negative the best-ranked candidate the grader called not relevant, else
-a chunk of another document; the other queries' passages in the batch are more negatives
+the best-ranked candidate the grader did not judge (beyond ``grade.top_k``), else a chunk of another
+document; candidates the grader called relevant are never negatives. The other queries' passages in the
+batch are more negatives
 (sentence-transformers' MultipleNegativesRankingLoss, cosine scaled by ``SCALE``).
 
 The exported first stage is a sentence-transformers folder plus ``onnx/model.onnx``, a graph that ends in the
@@ -51,18 +53,18 @@ def training_triplets(
         if grades.get((query.id, query.chunk_id), positive_min_grade) < positive_min_grade:
             continue  # the grader says the query does not fit its own passage: a bad query
         ranked = candidates[query.id].candidates if query.id in candidates else []
-        graded_negatives = [
-            c.chunk_id
-            for c in ranked
-            if c.chunk_id != query.chunk_id and grades.get((query.id, c.chunk_id), 99) <= negative_max_grade
-        ]
+        others = [c.chunk_id for c in ranked if c.chunk_id != query.chunk_id]
+        graded_negatives = [c for c in others if grades.get((query.id, c), 99) <= negative_max_grade]
+        ungraded = [c for c in others if (query.id, c) not in grades]
         if graded_negatives:
             negative = graded_negatives[0]
+        elif ungraded:
+            negative = ungraded[0]  # a dense hard negative the grader did not see (grade.top_k)
         else:
-            others = [i for i in ids if chunks[i].source != source.source]
-            if not others:
+            elsewhere = [i for i in ids if chunks[i].source != source.source]
+            if not elsewhere:
                 continue
-            negative = others[rng.randrange(len(others))]
+            negative = elsewhere[rng.randrange(len(elsewhere))]
         rows.append({"anchor": query.text, "positive": source.text, "negative": chunks[negative].text})
     return rows
 
