@@ -116,7 +116,7 @@ def run_parse(docs: Path, run_dir: Path, workers: int) -> dict:
     """In this process: the parse stage alone, as the pipeline runs it."""
     sys.path.insert(0, str(ROOT))
     from rerankforge import load_config
-    from rerankforge.pipeline import StageContext
+    from rerankforge.stage import StageContext
     from rerankforge.stages import parse
 
     cfg = load_config(None, docs=str(docs), run_dir=str(run_dir), parse={"workers": workers})

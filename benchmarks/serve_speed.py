@@ -160,8 +160,8 @@ def prepare_model(train: list[dict]) -> Path:
 def scorer_copy(model_dir: Path, target: Path, cross_encoder_weight: float) -> Path:
     """A copy of the model folder that serves a build's scorer: the untuned first stage, plus the cross-encoder
     at ``cross_encoder_weight`` (0: the first stage alone)."""
+    from rerankforge.index.embedding import load_bi_encoder
     from rerankforge.serve.runtime import METADATA_FILE
-    from rerankforge.stages.mine import load_bi_encoder
     from rerankforge.training.bi_encoder import SCALE, export_first_stage
 
     shutil.copytree(model_dir, target)

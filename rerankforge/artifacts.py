@@ -101,6 +101,14 @@ class Judgment(BaseModel):
         return float(self.grade) if self.score is None else self.score
 
 
+def group_by_query(judgments: list[Judgment]) -> dict[str, list[Judgment]]:
+    """Judgments per query id, in their original order."""
+    by_query: dict[str, list[Judgment]] = {}
+    for judgment in judgments:
+        by_query.setdefault(judgment.query_id, []).append(judgment)
+    return by_query
+
+
 class TrainingGroup(BaseModel):
     """FlagEmbedding-style training record, usable by other tools too."""
 

@@ -18,9 +18,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,81 +28,22 @@ from rerankforge.artifacts import file_sha256, read_json, text_sha256, write_jso
 from rerankforge.config import BuildConfig
 from rerankforge.distributed import SIGNAL, Launch, tell_followers, wait_for_leader
 from rerankforge.errors import InputError, RerankforgeError, StageError
+from rerankforge.stage import ProgressCallback, Stage, StageContext, StageResult, no_progress
+
+__all__ = [
+    "BUILD_RECORD",
+    "STAGE_NAMES",
+    "BuildResult",
+    "ProgressCallback",
+    "Stage",
+    "StageContext",
+    "StageResult",
+    "build",
+]
 
 logger = logging.getLogger(__name__)
 
 BUILD_RECORD = "build.json"  # one record per build run: stage statuses, times, LLM stats (read by the report)
-
-# (stage, done, total, note): the CLI turns these into rich progress bars; total 0 = unknown.
-ProgressCallback = Callable[[str, int, int, str], None]
-
-
-def _no_progress(stage: str, done: int, total: int, note: str) -> None:
-    return None
-
-
-@dataclass
-class StageResult:
-    """What a stage returns: the files it wrote (relative to the run folder) and a summary for the report."""
-
-    files: list[str]
-    summary: dict[str, Any] = field(default_factory=dict)
-
-
-class StageContext:
-    """What a running stage sees: the config, its folder, upstream folders, progress, and the LLM."""
-
-    def __init__(self, config: BuildConfig, run_dir: Path, progress: ProgressCallback, provider: Any = None) -> None:
-        self.config = config
-        self.run_dir = run_dir
-        self._progress = progress
-        self._provider = provider
-        self._llm: Any = None
-        self.stage = ""
-
-    def dir(self, stage: str) -> Path:
-        return self.run_dir / stage
-
-    @property
-    def out(self) -> Path:
-        return self.dir(self.stage)
-
-    def progress(self, done: int, total: int, note: str = "") -> None:
-        self._progress(self.stage, done, total, note)
-
-    @property
-    def llm(self) -> Any:
-        """The cached LLM, created on first use so a fully cached rerun never loads a model."""
-        if self._llm is None:
-            from rerankforge.llm import CachedLLM, LLMCache, concurrency_for, make_provider
-
-            provider = self._provider or make_provider(self.config.llm)
-            concurrency = concurrency_for(self.config.llm, provider)
-            self._llm = CachedLLM(provider, LLMCache(self.run_dir / "llm_cache.jsonl"), concurrency)
-        return self._llm
-
-    @property
-    def llm_stats(self) -> dict[str, Any] | None:
-        """Calls, cache hits, retried faults and tokens of this build; ``None`` when no LLM was needed."""
-        if self._llm is None:
-            return None
-        return {**self._llm.stats.as_dict(), "retries": self._llm.provider.retried}
-
-    def close(self) -> None:
-        if self._llm is not None and self._provider is None:  # a provider passed in is the caller's to close
-            self._llm.provider.close()
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage: a module's ``run(ctx) -> StageResult`` plus what its cache key depends on."""
-
-    name: str
-    version: str
-    run: Callable[[StageContext], StageResult]
-    config_sections: tuple[str, ...]
-    depends: tuple[str, ...]
-    extra_key: Callable[[BuildConfig], Any] = lambda cfg: None
 
 
 @dataclass
@@ -290,7 +231,7 @@ def build(
     if until is not None and until not in STAGE_NAMES:
         raise InputError(f"Unknown stage '{until}'. Choose one of: {', '.join(STAGE_NAMES)}.")
     run_dir = config.resolved_run_dir()
-    progress = progress or _no_progress
+    progress = progress or no_progress
     launch = Launch.from_env()
     if launch.follower:
         return _follow(config, run_dir)
@@ -357,7 +298,7 @@ def _follow(config: BuildConfig, run_dir: Path) -> BuildResult:
     word = wait_for_leader(run_dir)
     outcomes = []
     if word.get("train") == "run":
-        ctx = StageContext(config, run_dir, _no_progress)
+        ctx = StageContext(config, run_dir, no_progress)
         ctx.stage = "train"
         started = time.perf_counter()
         result = train.run(ctx)

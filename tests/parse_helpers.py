@@ -9,7 +9,7 @@ from typing import Any
 
 from rerankforge import load_config
 from rerankforge.artifacts import Chunk, read_jsonl
-from rerankforge.pipeline import StageContext
+from rerankforge.stage import StageContext
 from rerankforge.stages import parse
 
 PARSE_FILES = [

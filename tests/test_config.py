@@ -56,7 +56,8 @@ def test_default_run_dir_sits_beside_the_docs(tmp_path: Path) -> None:
 
 
 def test_labelled_evaluation_settings_do_not_change_the_evaluate_stage_key(tmp_path) -> None:
-    from rerankforge.pipeline import Stage, StageResult, stage_key
+    from rerankforge.pipeline import stage_key
+    from rerankforge.stage import Stage, StageResult
 
     stage = Stage("evaluate", "1", lambda ctx: StageResult(files=[]), ("evaluate",), ())
     base = load_config(None, docs=str(tmp_path))

@@ -8,7 +8,7 @@ import pytest
 
 from rerankforge.artifacts import Chunk, Judgment, Query
 from rerankforge.config import GradeConfig
-from rerankforge.stages.evaluate import mrr_at_k, ndcg_at_k
+from rerankforge.evaluation.metrics import mrr_at_k, ndcg_at_k
 from rerankforge.stages.grade import expected_grade, parse_grade, training_groups
 from rerankforge.stages.queries import (
     _drop_reason,

@@ -65,7 +65,7 @@ def eval_command(
         )
         return
     from rerankforge.artifacts import read_json
-    from rerankforge.stages.evaluate import compare_on_dev
+    from rerankforge.evaluation.on_dev import compare_on_dev
 
     run_dir = path
     if not (run_dir / "train" / "split.json").is_file():
@@ -81,7 +81,7 @@ def eval_command(
         reranker = Reranker(model_dir, quantized=int8)
         scorer = reranker.logits
     else:
-        from rerankforge.stages.train import load_cross_encoder
+        from rerankforge.training.models import load_cross_encoder
 
         cross_encoder = load_cross_encoder(str(model_dir), cfg["train"]["max_length"])
 

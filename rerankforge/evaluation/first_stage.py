@@ -36,8 +36,8 @@ def bm25_search(corpus: dict[str, str], queries: dict[str, str], k: int) -> Run:
 
 def dense_search(corpus: dict[str, str], queries: dict[str, str], k: int, bi_encoder: str, batch_size: int = 32) -> Run:
     """Cosine top-``k`` of a sentence-transformers bi-encoder, in an in-memory Qdrant collection."""
+    from rerankforge.index.embedding import embed, load_bi_encoder
     from rerankforge.index.qdrant import QdrantIndex
-    from rerankforge.stages.mine import embed, load_bi_encoder
 
     model = load_bi_encoder(bi_encoder)
     ids, query_ids = list(corpus), list(queries)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rerankforge.evaluation.metrics import ndcg_at_k
 from rerankforge.fusion import choose_alpha, significant_gain
 from rerankforge.training.bi_encoder import SCALE
 
@@ -36,15 +37,9 @@ class DevList:
     cross_encoder: np.ndarray  # the cross-encoder's logits
 
 
-def _ndcg_ranked(grades: Sequence[float], k: int) -> float:
-    from rerankforge.stages.evaluate import ndcg_at_k
-
-    return ndcg_at_k(grades, k)
-
-
 def ndcg(grades: Sequence[float], scores: np.ndarray, k: int) -> float:
     """nDCG@k of the candidates ordered by ``scores``."""
-    return _ndcg_ranked([grades[i] for i in np.argsort(-np.asarray(scores), kind="stable")], k)
+    return ndcg_at_k([grades[i] for i in np.argsort(-np.asarray(scores), kind="stable")], k)
 
 
 def _per_query(lists: list[DevList], score_of: Callable[[DevList], np.ndarray], k: int) -> list[float]:
@@ -92,7 +87,7 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dic
     learned = base == "tuned" or weight > 0
     alpha = 0.0
     if learned:  # the weight of the served score against a client's own first-stage scores
-        alpha, _ = choose_alpha([(d.grades, served(d), d.first) for d in lists], lambda g: _ndcg_ranked(g, k), p_value)
+        alpha, _ = choose_alpha([(d.grades, served(d), d.first) for d in lists], lambda g: ndcg_at_k(g, k), p_value)
     gain = round(float(np.mean(best) - np.mean(first)), 4) if lists else 0.0
     return {
         "scorer": {

@@ -60,7 +60,7 @@ def load_scorer(
             f"{folder} holds no model (no config.json, no onnx/model.onnx). Pass a run's model folder, a "
             "CrossEncoder folder, or a Hugging Face id from the local cache."
         )
-    from rerankforge.stages.train import load_cross_encoder
+    from rerankforge.training.models import load_cross_encoder
 
     meta_length = read_metadata(folder).get("max_length") if is_folder else None
     try:

@@ -6,139 +6,20 @@ candidate list, so the comparison isolates what the reranker adds.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl, write_json
-from rerankforge.fusion import choose_alpha, fuse, significant_gain
-from rerankforge.pipeline import StageContext, StageResult
+from rerankforge.artifacts import Chunk, Query, read_json, read_jsonl, write_json
+from rerankforge.evaluation.metrics import mrr_at_k, ndcg_at_k
+from rerankforge.evaluation.on_dev import Scorer, compare_on_dev
+from rerankforge.stage import StageContext, StageResult
+
+__all__ = ["VERSION", "Scorer", "compare_on_dev", "mrr_at_k", "ndcg_at_k", "run"]
 
 VERSION = "4"  # 4: the served scorer (first stage, tuned first stage, cross-encoder residual) is chosen here
 # 3: "better" and a fusion weight above 0 need a significant gain
-
-
-def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
-    """nDCG@k with linear gains, for grades in ranked order (the ideal is the same grades sorted).
-
-    Example:
-        >>> round(ndcg_at_k([0, 3, 1], k=10), 4)
-        0.659
-    """
-
-    def dcg(grades: Sequence[float]) -> float:
-        return sum(g / math.log2(i + 2) for i, g in enumerate(grades[:k]))
-
-    ideal = dcg(sorted(ranked_grades, reverse=True))
-    return dcg(ranked_grades) / ideal if ideal > 0 else 0.0
-
-
-def mrr_at_k(ranked_grades: Sequence[float], k: int, relevant_min: float) -> float:
-    """Reciprocal rank of the first relevant item within the top k, else 0.
-
-    Example:
-        >>> mrr_at_k([0, 1, 3], k=10, relevant_min=2)
-        0.3333333333333333
-    """
-    for i, grade in enumerate(ranked_grades[:k]):
-        if grade >= relevant_min:
-            return 1.0 / (i + 1)
-    return 0.0
-
-
-Scorer = Callable[[str, list[str]], Sequence[float]]
-
-
-def compare_on_dev(
-    run_dir: Path,
-    scorer: Scorer,
-    *,
-    k: int,
-    relevant_min: int,
-    min_gain: float = 0.0,
-    p_value: float | None = 0.05,
-    alpha: float | None = None,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> dict[str, Any]:
-    """First stage vs ``scorer``'s reranking vs their fusion, on the same candidates of a build's held-out queries.
-
-    ``alpha`` is the fusion weight; ``None`` chooses it on these queries (see :mod:`rerankforge.fusion`).
-    With ``p_value``, the reranker is called better, and a fusion weight above 0 is chosen, only when the
-    gain over the first stage is significant (paired one-sided t-test over the queries).
-    """
-    chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
-    queries = {q.id: q for q in read_jsonl(run_dir / "queries" / "queries.jsonl", Query)}
-    candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
-    grades: dict[tuple[str, str], int] = {
-        (j.query_id, j.chunk_id): j.grade for j in read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
-    }
-    dev_ids = read_json(run_dir / "train" / "split.json")["dev"]
-    scored: list[tuple[list[int], list[float], list[float]]] = []
-    for done, query_id in enumerate(dev_ids):
-        if progress:
-            progress(done, len(dev_ids), "reranking")
-        ranked = candidates[query_id].candidates
-        first_grades = [grades.get((query_id, c.chunk_id), 0) for c in ranked]
-        scores = scorer(queries[query_id].text, [chunks[c.chunk_id].text for c in ranked])
-        scored.append((first_grades, [float(x) for x in scores], [c.score for c in ranked]))
-    if alpha is None:
-        alpha, _ = choose_alpha(scored, lambda ranked_grades: ndcg_at_k(ranked_grades, k), p_value=p_value)
-
-    def measure(ranked_grades: list[int]) -> dict[str, float]:
-        return {"ndcg": ndcg_at_k(ranked_grades, k), "mrr": mrr_at_k(ranked_grades, k, relevant_min)}
-
-    per_query: list[dict[str, Any]] = []
-    for query_id, (first_grades, reranker, first_stage) in zip(dev_ids, scored, strict=True):
-        systems = {
-            "first_stage": range(len(first_grades)),
-            "reranked": np.argsort(-np.asarray(reranker), kind="stable"),
-            "fused": np.argsort(-fuse(reranker, first_stage, alpha), kind="stable"),
-        }
-        per_query.append(
-            {
-                "query_id": query_id,
-                **{name: measure([first_grades[i] for i in order]) for name, order in systems.items()},
-            }
-        )
-
-    def mean(system: str, metric: str) -> float:
-        return round(sum(q[system][metric] for q in per_query) / max(len(per_query), 1), 4)
-
-    metrics = {
-        system: {f"ndcg@{k}": mean(system, "ndcg"), f"mrr@{k}": mean(system, "mrr")}
-        for system in ("first_stage", "reranked", "fused")
-    }
-    gain = round(metrics["reranked"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
-    fused_gain = round(metrics["fused"][f"ndcg@{k}"] - metrics["first_stage"][f"ndcg@{k}"], 4)
-    n = len(per_query)
-    first = [q["first_stage"]["ndcg"] for q in per_query]
-    significant = p_value is None or significant_gain([q["reranked"]["ndcg"] for q in per_query], first, p_value)
-    better = gain > min_gain and significant
-    where = f"nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries"
-    if better:
-        verdict = f"better than the first stage ({where})"
-    elif gain > min_gain:
-        verdict = (
-            f"NOT significantly better than the first stage ({where}, paired t-test p >= {p_value}): too few or "
-            "too noisy held-out queries to tell; build with more queries, and check on real labels with --eval-data"
-        )
-    else:
-        verdict = (
-            f"NOT better than the first stage ({where}): keep the first stage's order, serve it fused with the "
-            "first stage's scores, or build with more queries"
-        )
-    return {
-        "dev_queries": n,
-        "metrics": metrics,
-        "gain_ndcg": gain,
-        "better": better,
-        "verdict": verdict,
-        "fusion": {"alpha": alpha, "gain_ndcg": fused_gain},
-        "per_query": per_query,
-    }
 
 
 def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
@@ -146,9 +27,9 @@ def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
     import torch
 
     from rerankforge.evaluation.scorer_choice import DevList
+    from rerankforge.index.embedding import embed, load_bi_encoder
     from rerankforge.index.qdrant import QdrantIndex
-    from rerankforge.stages.mine import embed, load_bi_encoder
-    from rerankforge.stages.train import TUNED_FIRST_STAGE
+    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 
     chunks = {c.id: c for c in read_jsonl(ctx.run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(ctx.run_dir / "queries" / "queries.jsonl", Query)}
@@ -214,7 +95,7 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
 
 def run(ctx: StageContext) -> StageResult:
     from rerankforge.evaluation.scorer_choice import choose_scorer
-    from rerankforge.stages.train import load_cross_encoder
+    from rerankforge.training.models import load_cross_encoder
 
     cfg = ctx.config.evaluate
     model = load_cross_encoder(str(ctx.run_dir / "model"), ctx.config.train.max_length)

@@ -30,7 +30,6 @@ import numpy as np
 
 from rerankforge.artifacts import Chunk, Query, atomic_path, read_jsonl, write_json
 from rerankforge.errors import MissingDependencyError, StageError
-from rerankforge.pipeline import StageContext, StageResult
 from rerankforge.serve.runtime import (
     METADATA_FILE,
     ONNX_VARIANTS,
@@ -40,6 +39,7 @@ from rerankforge.serve.runtime import (
     import_openvino,
     telemetry_off,
 )
+from rerankforge.stage import StageContext, StageResult
 from rerankforge.training import card
 from rerankforge.training.onnx_trace import trace_to_onnx
 
@@ -267,7 +267,7 @@ def export_model(
     """
     import torch
 
-    from rerankforge.stages.train import load_cross_encoder
+    from rerankforge.training.models import load_cross_encoder
 
     report = progress or (lambda done, total, note="": None)
     model = load_cross_encoder(str(model_dir), max_length)
@@ -335,7 +335,7 @@ def choose_variant(ctx: StageContext, model_dir: Path, speed_pairs: list[tuple[s
 
     The recommended (served) variant is the fastest whose nDCG@k is within 1 point of fp32's.
     """
-    from rerankforge.stages.evaluate import compare_on_dev
+    from rerankforge.evaluation.on_dev import compare_on_dev
 
     k = ctx.config.evaluate.k
     variants: dict[str, dict[str, float]] = {}
@@ -365,10 +365,9 @@ def _timed(reranker: Reranker, pairs: list[tuple[str, str]]) -> float:
 
 def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, Any]) -> tuple[dict, dict]:
     """The scorer's first stage (tuned or not, as the evaluate stage chose) in ``model/first_stage``, torch-free."""
+    from rerankforge.index.embedding import load_bi_encoder
     from rerankforge.models import resolve_model
-    from rerankforge.stages.mine import load_bi_encoder
-    from rerankforge.stages.train import TUNED_FIRST_STAGE
-    from rerankforge.training.bi_encoder import export_first_stage
+    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, export_first_stage
 
     target = model_dir / FIRST_STAGE_DIR
     shutil.rmtree(target, ignore_errors=True)

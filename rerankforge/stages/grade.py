@@ -21,12 +21,13 @@ from rerankforge.artifacts import (
     Query,
     TrainingGroup,
     atomic_write_text,
+    group_by_query,
     read_jsonl,
     write_jsonl,
 )
 from rerankforge.config import BuildConfig, GradeConfig
 from rerankforge.errors import StageError
-from rerankforge.pipeline import StageContext, StageResult
+from rerankforge.stage import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
 from rerankforge.templates import load_template
 
@@ -80,14 +81,6 @@ def expected_grade(logprobs: list[dict[str, Any]] | None) -> float | None:
         total = sum(probability.values())
         return sum(g * p for g, p in probability.items()) / total
     return None
-
-
-def group_by_query(judgments: list[Judgment]) -> dict[str, list[Judgment]]:
-    """Judgments per query id, in their original order."""
-    by_query: dict[str, list[Judgment]] = {}
-    for judgment in judgments:
-        by_query.setdefault(judgment.query_id, []).append(judgment)
-    return by_query
 
 
 def training_groups(

@@ -22,7 +22,7 @@ from rerankforge.errors import InputError
 from rerankforge.parsing.chunking import TokenLimit, token_limit
 from rerankforge.parsing.discover import Discovery, discover
 from rerankforge.parsing.state import FileRecord, ParseState, changes, read_inventory
-from rerankforge.pipeline import StageContext, StageResult
+from rerankforge.stage import StageContext, StageResult
 
 VERSION = "2"
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import numpy as np
 from rerankforge.artifacts import Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig, MineConfig, QueriesConfig
 from rerankforge.errors import ConfigError, StageError
-from rerankforge.pipeline import StageContext, StageResult
+from rerankforge.stage import StageContext, StageResult
 from rerankforge.stages import llm_cache_inputs
 from rerankforge.templates import load_template
 
@@ -178,7 +178,7 @@ class RoundTrip:
     """The bi-encoder's top-k over the whole corpus: a query passes when its source chunk is among them."""
 
     def __init__(self, chunks: list[Chunk], mine: MineConfig, top_k: int) -> None:
-        from rerankforge.stages.mine import embed, embed_chunks, load_bi_encoder
+        from rerankforge.index.embedding import embed, embed_chunks, load_bi_encoder
 
         self._embed = embed
         self.model = load_bi_encoder(mine.bi_encoder)

@@ -14,15 +14,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_jsonl, text_sha256, write_json
+from rerankforge.artifacts import (
+    CandidateList,
+    Chunk,
+    Judgment,
+    Query,
+    group_by_query,
+    read_jsonl,
+    text_sha256,
+    write_json,
+)
 from rerankforge.config import BuildConfig, GradeConfig, TrainConfig
 from rerankforge.distributed import Launch
-from rerankforge.errors import MissingDependencyError, StageError
+from rerankforge.errors import StageError
 from rerankforge.models import resolve_model
-from rerankforge.pipeline import StageContext, StageResult
-from rerankforge.stages.grade import group_by_query
-
-TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
+from rerankforge.stage import StageContext, StageResult
+from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
+from rerankforge.training.models import device as _device
+from rerankforge.training.models import load_cross_encoder
 
 VERSION = "6"  # 6: queries of one file are held out together
 # 5: the first stage's bi-encoder is tuned too (train/first_stage)
@@ -124,24 +133,6 @@ def _pick(rng: random.Random, items: list[Any], n: int) -> list[Any]:
 def _other_grade_limit(loss: str, grade: GradeConfig) -> int:
     # LCE contrasts the positive with true negatives only; the list-wise loss also learns middle levels.
     return grade.negative_max_grade if loss == "lce" else grade.positive_min_grade - 1
-
-
-def _device() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{Launch.from_env().local_rank}"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def load_cross_encoder(name: str, max_length: int) -> Any:
-    try:
-        from sentence_transformers import CrossEncoder
-    except ImportError as exc:
-        raise MissingDependencyError("sentence-transformers", "build", "Training") from exc
-    return CrossEncoder(resolve_model(name), num_labels=1, max_length=max_length, device=_device())
 
 
 def run(ctx: StageContext) -> StageResult:

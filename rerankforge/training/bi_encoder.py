@@ -30,6 +30,7 @@ from rerankforge.training.onnx_trace import trace_to_onnx
 
 logger = logging.getLogger(__name__)
 
+TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
 SCALE = 20.0  # cosine scale of the loss, and the first stage's weight in the served score
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_jsonl
-from rerankforge.stages.evaluate import ndcg_at_k
+from rerankforge.evaluation.metrics import ndcg_at_k
 
 
 @dataclass(frozen=True)
