@@ -408,7 +408,7 @@ def load_section(section: type[Section], values: dict[str, Any], where: str) -> 
 
 def _config_error(where: str, exc: ValidationError) -> ConfigError:
     problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-    return ConfigError(f"Invalid setting in {where}: {problems}. See the config reference in README.md.")
+    return ConfigError(f"Invalid setting in {where}: {problems}. See the config reference in docs/config.md.")
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig:
