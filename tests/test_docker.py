@@ -66,3 +66,33 @@ def test_the_serve_images_install_line_serves_a_builds_scorer_without_torch(tmp_
     )
     done = subprocess.run([str(python), "-c", check], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.slow  # a fresh venv and pip install of the base package (from the package index or its cache)
+def test_every_command_of_a_base_only_install_names_the_extra_it_needs(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python, cli = venv / "bin" / "python", venv / "bin" / "rerankforge"
+    done = subprocess.run([python, "-m", "pip", "install", "--quiet", str(ROOT)], capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels = ROOT / "examples" / "eval-labels.csv"
+    from rerankforge.models import resolve_model
+
+    model = resolve_model("all-MiniLM-L6-v2")  # a real model folder: the command gets as far as its imports
+    commands = {
+        "build": [str(ROOT / "examples" / "docs"), "--run-dir", str(tmp_path / "run"), "--yes"],
+        "serve": [model, "--port", "8799"],
+        "eval": [str(tmp_path / "run"), "--data", str(labels)],
+        "export": [model],
+        "report": [str(tmp_path / "run")],
+    }
+    for command, args in commands.items():
+        out = subprocess.run([cli, command, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        said = out.stdout + out.stderr
+        assert "Traceback" not in said, f"{command} crashed in a base-only install:\n{said[-3000:]}"
+        if command == "report" and out.returncode == 0:  # it works without extras (no plots)
+            assert (tmp_path / "run" / "report.html").is_file()
+            continue
+        assert out.returncode != 0 and "pip install 'rerankforge[" in said, f"{command} said:\n{said[-2000:]}"
+    assert subprocess.run([cli, "--help"], capture_output=True, timeout=120).returncode == 0

@@ -7,12 +7,13 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 from typer.exceptions import TyperException
 
 from rerankforge.cli import build as build_cmd
 from rerankforge.cli import tools
 from rerankforge.cli.common import console, err_console
-from rerankforge.errors import RerankforgeError
+from rerankforge.errors import MissingDependencyError, RerankforgeError
 
 app = typer.Typer(
     name="rerankforge",
@@ -45,6 +46,39 @@ def _quiet_libraries() -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
 
 
+# import names that differ from their distribution's name
+_DISTRIBUTION_OF = {"sklearn": "scikit-learn", "pptx": "python-pptx", "docx": "python-docx", "pdfminer": "pdfminer.six"}
+# the extra each command needs first (export traces with torch: the build extra)
+_EXTRA_OF_COMMAND = {"build": "build", "export": "build", "serve": "serve", "eval": "eval", "report": "eval"}
+
+
+def extra_providing(module: str, command: str) -> str | None:
+    """The rerankforge extra that installs ``module`` (its top-level import name), preferring the one
+    ``command`` needs; None when no extra does (then the error is not a missing extra).
+
+    Example:
+        >>> extra_providing("pathspec", "build"), extra_providing("onnxruntime", "serve"), extra_providing("x", "")
+        ('build', 'serve', None)
+    """
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    top = module.split(".")[0]
+    wanted = _DISTRIBUTION_OF.get(top, top).lower().replace("_", "-")
+    try:
+        requirements = requires("rerankforge") or []
+    except PackageNotFoundError:
+        return None
+    extras = []
+    for requirement in requirements:
+        name = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        extra = re.search(r"extra\s*==\s*['\"]([\w-]+)['\"]", requirement)
+        if extra and name == wanted:
+            extras.append(extra.group(1))
+    preferred = [_EXTRA_OF_COMMAND.get(command), "build", "serve", "eval", "llm"]
+    return next((extra for extra in preferred if extra in extras), None)
+
+
 def main() -> None:
     _quiet_libraries()
     try:
@@ -52,7 +86,7 @@ def main() -> None:
     except RerankforgeError as exc:
         if os.environ.get("RERANKFORGE_DEBUG"):
             console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: finished work is kept; run the same command again to resume.")
@@ -66,11 +100,18 @@ def main() -> None:
         else:
             err_console.print(exc.format_message())
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:
+        extra = extra_providing(exc.name or "", sys.argv[1] if len(sys.argv) > 1 else "")
+        if extra is None or os.environ.get("RERANKFORGE_DEBUG"):
+            raise
+        missing = MissingDependencyError(exc.name or "", extra, "This command")
+        err_console.print(f"[bold red]error:[/] {escape(str(missing))}", soft_wrap=True)
+        sys.exit(1)
     except Exception as exc:
         if os.environ.get("RERANKFORGE_DEBUG"):
             raise
         err_console.print(
-            f"[bold red]error:[/] {type(exc).__name__}: {exc}\n"
+            f"[bold red]error:[/] {escape(f'{type(exc).__name__}: {exc}')}\n"
             "Set RERANKFORGE_DEBUG=1 to see the full traceback, and please report it."
         )
         sys.exit(1)
