@@ -9,9 +9,10 @@ stage's top 20), so the agreement of the two can be read over the rows (Spearman
     .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR                 # dense, served, the build's parts
     .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR --recipes lr5e-5:5e-5:1 --oracle 300
 
-A recipe NAME:LR:EPOCHS[:SHARE[:NEGATIVES]] tunes the bi-encoder again on the build's training triplets (SHARE
-of the training queries, for a learning curve; NEGATIVES: ``build``, the build's rule, ``dense``, the best
-other candidate whatever its grade, or ``random``, a chunk of another file); ``--oracle N`` tunes it on N real
+A recipe NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES]]] tunes the bi-encoder again on the build's training
+triplets (SHARE of the training queries, for a learning curve; NEGATIVES: ``build``, the build's rule,
+``dense``, the best other candidate whatever its grade, or ``random``, a chunk of another file; STYLES: only
+the queries of these styles, joined by +, e.g. ``question``); ``--oracle N`` tunes it on N real
 questions that are not among the evaluated ones, with their own answers as positives (never the product's
 path: it separates the training design from the synthetic data's quality). Rows are appended to
 RUN_DIR/scorer_results.jsonl.
@@ -123,11 +124,11 @@ class Bench:
 
         return score
 
-    def dev_signal(self, score: object | None) -> float | None:
+    def dev_signal(self, score: object | None) -> dict[str, float]:
         """The build's held-out queries judged by their source passage among the untuned top 20 (its choice)."""
         split = self.run_dir / "train" / "split.json"
         if not split.is_file():
-            return None
+            return {}
         chunks = {c.id: c for c in read_jsonl(self.run_dir / "parse" / "chunks.jsonl", Chunk)}
         queries = {q.id: q for q in read_jsonl(self.run_dir / "queries" / "queries.jsonl", Query)}
         dev = [queries[i] for i in read_json(split)["dev"]]
@@ -146,7 +147,11 @@ class Bench:
                 scores = score(query.text, [chunks[c].text for c in ids])  # type: ignore[operator]
                 order = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
             values.append(ndcg(order, {query.chunk_id: 1}) if query.chunk_id in ids else 0.0)
-        return round(float(np.mean(values)), 4)
+        out = {"dev": round(float(np.mean(values)), 4)}
+        for style in sorted({q.style for q in dev if q.style}):  # each query style's own signal
+            mine = [v for v, q in zip(values, dev, strict=True) if q.style == style]
+            out[f"dev_{style}"] = round(float(np.mean(mine)), 4)
+        return out
 
 
 def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
@@ -172,11 +177,13 @@ def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
 NEGATIVES = ("build", "dense", "random")  # the build's rule; the best other candidate, grades ignored; another file
 
 
-def synthetic_triplets(run_dir: Path, share: float, cfg: dict, negatives: str = "build") -> list[dict[str, str]]:
+def synthetic_triplets(
+    run_dir: Path, share: float, cfg: dict, negatives: str = "build", styles: set[str] | None = None
+) -> list[dict[str, str]]:
     chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
     train = set(read_json(run_dir / "train" / "split.json")["train"])
-    kept = [q for q in queries if q.id in train]
+    kept = [q for q in queries if q.id in train and (not styles or q.style in styles)]
     kept = kept[: max(2, round(len(kept) * share))]
     candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
     judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
@@ -218,7 +225,7 @@ def tuned_row(bench: Bench, name: str, rows: list[dict[str, str]], lr: float, ep
     seconds = round(time.time() - started)
     model = SentenceTransformer(str(out), device="cpu")
     score = bench.bi_encoder_scores(model)
-    return row(bench, name, bench.rerank(score), dev=bench.dev_signal(score),
+    return row(bench, name, bench.rerank(score), **bench.dev_signal(score),
                tune_seconds=seconds, **stats, **extra)  # fmt: skip
 
 
@@ -227,49 +234,53 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--top-k", type=int, default=20)
-    parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE[:NEGATIVES]] tunings")
+    parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES]]]")
     parser.add_argument("--oracle", type=int, nargs="*", default=[], help="real training questions (oracle rows)")
     parser.add_argument("--skip-build-rows", action="store_true", help="only the recipes and oracle rows")
+    parser.add_argument("--skip-cross-encoder", action="store_true", help="no cross-encoder-alone row")
     parser.add_argument("--bf16", action="store_true", help="tuned bi-encoders embed in bf16 (about 2x faster)")
     parser.add_argument("--control", action="store_true", help="the untuned bi-encoder through the rows' own path")
     args = parser.parse_args()
     require_data()
     bench = Bench(args.run_dir, args.queries, args.top_k, bf16=args.bf16)
     cfg = read_json(args.run_dir / "config.json")
-    results = [row(bench, "dense first stage (all-MiniLM-L6-v2)", bench.dense, dev=bench.dev_signal(None))]
+    results = [row(bench, "dense first stage (all-MiniLM-L6-v2)", bench.dense, **bench.dev_signal(None))]
     if not args.skip_build_rows:
         model_dir = args.run_dir / "model"
         served = Reranker(model_dir)
         results.append(row(bench, "served scorer (the build's choice)", bench.rerank(served.logits),
-                           dev=bench.dev_signal(served.logits), scorer=served.scorer))  # fmt: skip
-        alone = Reranker(model_dir, cross_encoder_only=True)
-        results.append(
-            row(bench, "cross-encoder alone", bench.rerank(alone.logits), dev=bench.dev_signal(alone.logits))
-        )
+                           **bench.dev_signal(served.logits), scorer=served.scorer))  # fmt: skip
+        if not args.skip_cross_encoder:  # about 10,000 cross-encoder pairs: the slowest row
+            alone = Reranker(model_dir, cross_encoder_only=True)
+            values = bench.rerank(alone.logits)
+            results.append(row(bench, "cross-encoder alone", values, **bench.dev_signal(alone.logits)))
         tuned_dir = args.run_dir / "train" / "first_stage"
         if tuned_dir.is_dir():
             from sentence_transformers import SentenceTransformer
 
             score = bench.bi_encoder_scores(SentenceTransformer(str(tuned_dir), device="cpu"))
             results.append(
-                row(bench, "tuned first stage (the build's)", bench.rerank(score), dev=bench.dev_signal(score))
+                row(bench, "tuned first stage (the build's)", bench.rerank(score), **bench.dev_signal(score))
             )
     if args.control:  # what the rows' own embedding path gives the untuned model: their zero
         score = bench.bi_encoder_scores(bench.base)
         values = bench.rerank(score)
-        results.append(row(bench, "untuned bi-encoder, the rows' path", values, dev=bench.dev_signal(score)))
+        results.append(row(bench, "untuned bi-encoder, the rows' path", values, **bench.dev_signal(score)))
     for recipe in args.recipes:
         name, lr, epochs, *rest = recipe.split(":")
         fraction = float(rest[0]) if rest else 1.0
         negatives = rest[1] if len(rest) > 1 else "build"
-        rows = synthetic_triplets(args.run_dir, fraction, cfg, negatives)
-        results.append(tuned_row(bench, name, rows, float(lr), float(epochs), share=fraction, negatives=negatives))
+        styles = set(rest[2].split("+")) if len(rest) > 2 else None
+        rows = synthetic_triplets(args.run_dir, fraction, cfg, negatives, styles)
+        results.append(tuned_row(bench, name, rows, float(lr), float(epochs), share=fraction, negatives=negatives,
+                                 styles=sorted(styles) if styles else "all"))  # fmt: skip
     for n in args.oracle:
         results.append(tuned_row(bench, f"oracle-{n}-real", oracle_triplets(bench, n), 5e-5, 2.0))
-    with_dev = [r for r in results if r.get("dev") is not None]
-    if len(with_dev) >= 3:
-        rho = spearmanr([r["dev"] for r in with_dev], [r["ndcg@10"] for r in with_dev]).statistic
-        print(f"dev signal vs real nDCG@10 over {len(with_dev)} rows: Spearman {rho:.3f}")
+    for column in sorted({key for r in results for key in r if key.startswith("dev")}):
+        paired = [r for r in results if r.get(column) is not None]
+        if len(paired) >= 3:
+            rho = spearmanr([r[column] for r in paired], [r["ndcg@10"] for r in paired]).statistic
+            print(f"{column} vs real nDCG@10 over {len(paired)} rows: Spearman {rho:.3f}")
 
 
 if __name__ == "__main__":
