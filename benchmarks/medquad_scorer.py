@@ -9,10 +9,11 @@ stage's top 20), so the agreement of the two can be read over the rows (Spearman
     .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR                 # dense, served, the build's parts
     .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR --recipes lr5e-5:5e-5:1 --oracle 300
 
-A recipe NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES]]] tunes the bi-encoder again on the build's training
+A recipe NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES[:TITLED]]]] tunes the bi-encoder again on the build's training
 triplets (SHARE of the training queries, for a learning curve; NEGATIVES: ``build``, the build's rule,
 ``dense``, the best other candidate whatever its grade, or ``random``, a chunk of another file; STYLES: only
-the queries of these styles, joined by +, e.g. ``question``); ``--oracle N`` tunes it on N real
+the queries of these styles, joined by +, e.g. ``question``, or ``all``; TITLED: ``titled`` puts each
+passage's section title on top of its text where the text does not name it); ``--oracle N`` tunes it on N real
 questions that are not among the evaluated ones, with their own answers as positives (never the product's
 path: it separates the training design from the synthetic data's quality). Rows are appended to
 RUN_DIR/scorer_results.jsonl.
@@ -177,10 +178,23 @@ def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
 NEGATIVES = ("build", "dense", "random")  # the build's rule; the best other candidate, grades ignored; another file
 
 
+def titled(chunk: Chunk) -> Chunk:
+    """The chunk with its section title on top where its text does not already name it (as retrievers often
+    index, and as MedQuAD's answers come: title + text)."""
+    if not chunk.title or chunk.title.lower() in chunk.text.lower():
+        return chunk
+    return chunk.model_copy(update={"text": f"{chunk.title}\n{chunk.text}"})
+
+
 def synthetic_triplets(
-    run_dir: Path, share: float, cfg: dict, negatives: str = "build", styles: set[str] | None = None
+    run_dir: Path,
+    share: float,
+    cfg: dict,
+    negatives: str = "build",
+    styles: set[str] | None = None,
+    with_titles: bool = False,
 ) -> list[dict[str, str]]:
-    chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+    chunks = {c.id: titled(c) if with_titles else c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
     train = set(read_json(run_dir / "train" / "split.json")["train"])
     kept = [q for q in queries if q.id in train and (not styles or q.style in styles)]
@@ -234,7 +248,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--top-k", type=int, default=20)
-    parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES]]]")
+    parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES[:TITLED]]]]")
     parser.add_argument("--oracle", type=int, nargs="*", default=[], help="real training questions (oracle rows)")
     parser.add_argument("--skip-build-rows", action="store_true", help="only the recipes and oracle rows")
     parser.add_argument("--skip-cross-encoder", action="store_true", help="no cross-encoder-alone row")
@@ -270,10 +284,11 @@ def main() -> None:
         name, lr, epochs, *rest = recipe.split(":")
         fraction = float(rest[0]) if rest else 1.0
         negatives = rest[1] if len(rest) > 1 else "build"
-        styles = set(rest[2].split("+")) if len(rest) > 2 else None
-        rows = synthetic_triplets(args.run_dir, fraction, cfg, negatives, styles)
+        styles = set(rest[2].split("+")) - {"all"} if len(rest) > 2 else None
+        with_titles = len(rest) > 3 and rest[3] == "titled"
+        rows = synthetic_triplets(args.run_dir, fraction, cfg, negatives, styles, with_titles)
         results.append(tuned_row(bench, name, rows, float(lr), float(epochs), share=fraction, negatives=negatives,
-                                 styles=sorted(styles) if styles else "all"))  # fmt: skip
+                                 styles=sorted(styles) if styles else "all", titled=with_titles))  # fmt: skip
     for n in args.oracle:
         results.append(tuned_row(bench, f"oracle-{n}-real", oracle_triplets(bench, n), 5e-5, 2.0))
     for column in sorted({key for r in results for key in r if key.startswith("dev")}):
