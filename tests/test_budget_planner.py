@@ -43,7 +43,7 @@ def test_the_dry_run_estimate_is_within_half_of_the_real_time(
         small_docs,
         tmp_path / "run",
         llm={"concurrency": 1},
-        queries={"max_queries": 5, "round_trip_top_k": 0},
+        queries={"max_queries": 5, "round_trip_top_k": 0, "per_chunk": 1},  # the FakeLLM writes one per call
         mine={"top_k": 2},
         parse={"workers": 1},  # no fork next to a loaded llama.cpp
     )
