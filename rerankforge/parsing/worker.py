@@ -65,7 +65,7 @@ class SkipFile(Exception):
 
 
 class _FileTimeout(BaseException):
-    """Raised by the deadline's SIGALRM; a BaseException so no parser's ``except Exception`` swallows it."""
+    """Raised by SIGALRM; a BaseException so no parser's ``except Exception`` swallows it."""
 
 
 def init_worker() -> None:
@@ -185,34 +185,15 @@ def _raise_timeout(signum: int, frame: Any) -> None:
 
 
 def _with_timeout(seconds: float, func: Any, *args: Any) -> Any:
-    """Run ``func`` under a deadline (main thread only; elsewhere without one).
-
-    The deadline is a SIGALRM sent to the main thread alone (``pthread_kill`` from a timer thread), never a
-    process-wide timer: the kernel delivers a process-directed signal to any thread that does not block it,
-    and in a process that also hosts native thread pools (OpenVINO's, after an export in the same process)
-    one of those threads, interrupted in a system call, could take it and crash the interpreter.
-    """
+    """Run ``func`` under a SIGALRM deadline (main thread only; elsewhere without one)."""
     if threading.current_thread() is not threading.main_thread():
         return func(*args)
-    main = threading.main_thread().ident
-    assert main is not None
-    lock, done = threading.Lock(), threading.Event()
-
-    def expire() -> None:
-        with lock:  # never after ``func`` returned and the deadline was cleared
-            if not done.is_set():
-                signal.pthread_kill(main, signal.SIGALRM)
-
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         return func(*args)
     finally:
-        with lock:
-            done.set()
-        timer.cancel()
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 
 
