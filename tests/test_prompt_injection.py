@@ -77,8 +77,9 @@ def test_a_build_on_documents_that_talk_to_the_llm_runs_and_grades_as_usual(tmp_
     queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
     asked = {q.chunk_id for q in queries}
     assert attacked <= asked  # every attacked chunk got its query, written from the whole chunk
-    for query in queries:
-        assert query.text == query_for(chunks[query.chunk_id].text)
+    for query in queries:  # the prompt's passage is the chunk's title line, then its text
+        chunk = chunks[query.chunk_id]
+        assert query.text == query_for(f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text)
     # each judgment is the FakeLLM's verdict on the whole passage: the source chunk 3, the others 0
     source = {q.id: q.chunk_id for q in queries}
     judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
