@@ -6,10 +6,10 @@ Cheap checks run before unstructured sees the file, so a bad file gets a reason 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
-import signal
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -65,7 +65,7 @@ class SkipFile(Exception):
 
 
 class _FileTimeout(BaseException):
-    """Raised by SIGALRM; a BaseException so no parser's ``except Exception`` swallows it."""
+    """Raised past a file's deadline; a BaseException so no parser's ``except Exception`` swallows it."""
 
 
 def init_worker() -> None:
@@ -180,21 +180,35 @@ def _partition(path: Path, cfg: ParseConfig) -> list[Any]:
     return partition(filename=str(path), **kwargs)
 
 
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise _FileTimeout
-
-
 def _with_timeout(seconds: float, func: Any, *args: Any) -> Any:
-    """Run ``func`` under a SIGALRM deadline (main thread only; elsewhere without one)."""
-    if threading.current_thread() is not threading.main_thread():
-        return func(*args)
-    previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    """Run ``func`` with a deadline: past it, a timer thread raises ``_FileTimeout`` in the calling thread.
+
+    No signal is involved. A SIGALRM deadline crashed a process that hosts native thread pools (after
+    OpenVINO ran in it: a segmentation fault, even with the signal sent to the main thread alone); the
+    exception is raised by the interpreter, at the calling thread's next bytecode, from any thread. Like a
+    signal handler, it cannot stop a single long call inside a C extension; parsers spend their time in Python.
+    """
+    target = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def expire() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(_FileTimeout))
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
     try:
         return func(*args)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        timer.cancel()
+        with lock:
+            state["done"] = True
+            if state["fired"]:  # fired as func returned: drop a timeout that was not raised yet
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), None)
 
 
 def _classify(exc: Exception) -> tuple[str, str]:
