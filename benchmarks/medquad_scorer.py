@@ -11,7 +11,9 @@ stage's top 20), so the agreement of the two can be read over the rows (Spearman
 
 A recipe NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES[:TITLED]]]] tunes the bi-encoder again on the build's training
 triplets (SHARE of the training queries, for a learning curve; NEGATIVES: ``build``, the build's rule,
-``dense``, the best other candidate whatever its grade, or ``random``, a chunk of another file; STYLES: only
+``dense``, the best other candidate whatever its grade, ``random``, a chunk of another file, or ``samefile``, the
+build's rule with the source file's other candidates first; a count after it, ``build3``, gives each query that
+many negatives; STYLES: only
 the queries of these styles, joined by +, e.g. ``question``, or ``all``; TITLED: ``titled`` puts each
 passage's section title on top of its text where the text does not name it); ``--oracle N`` tunes it on N real
 questions that are not among the evaluated ones, with their own answers as positives (never the product's
@@ -25,6 +27,7 @@ import argparse
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 
@@ -175,7 +178,9 @@ def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
     return out
 
 
-NEGATIVES = ("build", "dense", "random")  # the build's rule; the best other candidate, grades ignored; another file
+# the build's rule; the best other candidate, grades ignored; another file; the build's rule with the source file's
+# other chunks first. A count after the name (``build3``) asks for that many negatives per query.
+NEGATIVES = ("build", "dense", "random", "samefile")
 
 
 def titled(chunk: Chunk) -> Chunk:
@@ -201,9 +206,11 @@ def synthetic_triplets(
     kept = kept[: max(2, round(len(kept) * share))]
     candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
     judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
-    if negatives not in NEGATIVES:
-        raise SystemExit(f"unknown negatives {negatives!r}: one of {', '.join(NEGATIVES)}")
-    if negatives != "build":  # keep the source's grade (it filters bad queries), forget the others
+    kind, count = re.fullmatch(r"([a-z]+)(\d*)", negatives).groups() if re.fullmatch(r"[a-z]+\d*", negatives) else ("", "")
+    if kind not in NEGATIVES:
+        raise SystemExit(f"unknown negatives {negatives!r}: one of {', '.join(NEGATIVES)}, optionally with a count")
+    negatives = kind
+    if negatives in ("dense", "random"):  # keep the source's grade (it filters bad queries), forget the others
         source = {q.id: q.chunk_id for q in queries}
         judgments = [j for j in judgments if source[j.query_id] == j.chunk_id]
     if negatives == "random":
@@ -216,6 +223,8 @@ def synthetic_triplets(
         positive_min_grade=cfg["grade"]["positive_min_grade"],
         negative_max_grade=cfg["grade"]["negative_max_grade"],
         seed=13,
+        negatives=int(count or 1),
+        same_file_first=negatives == "samefile",
     )
 
 

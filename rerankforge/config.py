@@ -258,6 +258,14 @@ class TrainConfig(Section):
     first_stage_batch_size: int = Field(
         16, ge=2, description="Queries per step of the bi-encoder's tuning (the others are in-batch negatives)."
     )
+    first_stage_negatives: int = Field(
+        3, ge=1, le=8, description="Hard negatives per query in the bi-encoder's tuning (mined candidates)."
+    )
+    first_stage_same_file: bool = Field(
+        True,
+        description="Take the bi-encoder's hard negatives from the source file's other candidates first: the "
+        "same topic, another aspect, what a reranker must tell apart.",
+    )
 
 
 class EvaluateConfig(Section):

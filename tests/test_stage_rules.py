@@ -291,3 +291,34 @@ def test_the_first_stage_negative_is_never_a_candidate_the_grader_called_relevan
         positive_min_grade=2, negative_max_grade=0, seed=1,
     )  # fmt: skip
     assert bad == []
+
+
+def test_the_first_stage_takes_several_negatives_the_source_files_first() -> None:
+    from rerankforge.artifacts import Candidate, CandidateList
+    from rerankforge.training.bi_encoder import training_triplets
+
+    chunks = {c.id: c for c in _chunks({"a.md": 3, "b.md": 2, "c.md": 4})}
+    query = Query(id="q0", text="question about a 0", chunk_id="a.md#0")
+    order = ["b.md#0", "a.md#0", "a.md#1", "b.md#1", "a.md#2"]
+    ranked = CandidateList(
+        query_id="q0", candidates=[Candidate(chunk_id=c, score=1.0 - i / 10, rank=i) for i, c in enumerate(order)]
+    )
+    source = [Judgment(query_id="q0", chunk_id="a.md#0", grade=3)]
+
+    def negatives(n: int, same_file: bool, judgments: list[Judgment] = source) -> list[str]:
+        rows = training_triplets(
+            [query], chunks, {"q0": ranked}, judgments, positive_min_grade=2, negative_max_grade=0, seed=1,
+            negatives=n, same_file_first=same_file,
+        )  # fmt: skip
+        assert list(rows[0])[:2] == ["anchor", "positive"] and len(rows[0]) == 2 + n
+        by_text = {c.text: i for i, c in chunks.items()}
+        return [by_text[text] for key, text in rows[0].items() if key.startswith("negative")]
+
+    assert negatives(2, same_file=False) == ["b.md#0", "a.md#1"]  # rank order
+    assert negatives(2, same_file=True) == ["a.md#1", "a.md#2"]  # the source file's others first, in rank order
+    assert negatives(4, same_file=True) == ["a.md#1", "a.md#2", "b.md#0", "b.md#1"]
+    # more than the candidates give: chunks of other files fill up, never the source file's relevant ones
+    relevant = [*source, Judgment(query_id="q0", chunk_id="a.md#1", grade=3)]
+    extra = negatives(5, same_file=True, judgments=relevant)
+    assert extra[:3] == ["a.md#2", "b.md#0", "b.md#1"]
+    assert len(set(extra)) == 5 and all(chunks[c].source != "a.md" for c in extra[3:])

@@ -33,7 +33,7 @@ from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 from rerankforge.training.models import device as _device
 from rerankforge.training.models import load_cross_encoder
 
-VERSION = "6"  # 6: queries of one file are held out together
+VERSION = "7"  # 7: the first stage's tuning takes 3 hard negatives per query, the source file's first
 # 5: the first stage's bi-encoder is tuned too (train/first_stage)
 # 4: labels are the expected grades where the LLM gave probabilities
 # 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
@@ -327,6 +327,8 @@ def _tune_first_stage(
         positive_min_grade=grade.positive_min_grade,
         negative_max_grade=grade.negative_max_grade,
         seed=cfg.seed,
+        negatives=cfg.first_stage_negatives,
+        same_file_first=cfg.first_stage_same_file,
     )
     if len(rows) < 2:
         return {"triplets": len(rows), "skipped": "fewer than 2 training queries with their source passage"}

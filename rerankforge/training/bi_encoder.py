@@ -1,9 +1,10 @@
 """The first stage inside the scorer: tune the bi-encoder on the build's queries, export it torch-free.
 
 Tuning is source-anchored: a query's positive is the chunk it was written from (kept only when the grader
-also called it relevant), its hard negative the best-ranked candidate the grader called not relevant, else
-the best-ranked candidate the grader did not judge (beyond ``grade.top_k``), else a chunk of another
-document; candidates the grader called relevant are never negatives. The other queries' passages in the
+also called it relevant), its hard negatives (``train.first_stage_negatives``) the best-ranked candidates
+the grader called not relevant, then the best-ranked ones the grader did not judge (beyond ``grade.top_k``),
+the source file's own first (``train.first_stage_same_file``), then chunks of other documents; candidates
+the grader called relevant are never negatives. The other queries' passages in the
 batch are more negatives
 (sentence-transformers' MultipleNegativesRankingLoss, cosine scaled by ``SCALE``).
 
@@ -43,11 +44,18 @@ def training_triplets(
     positive_min_grade: int,
     negative_max_grade: int,
     seed: int,
+    negatives: int = 1,
+    same_file_first: bool = False,
 ) -> list[dict[str, str]]:
-    """(anchor, positive, negative) rows: the source chunk, and a graded or cheap negative (see module doc)."""
+    """(anchor, positive, negative...) rows: the source chunk, and ``negatives`` graded or cheap negatives (see
+    module doc); with ``same_file_first``, the source file's other chunks come first among the candidates (the
+    same topic, another aspect: what a reranker must tell apart)."""
     rng = random.Random(seed)
     grades = {(j.query_id, j.chunk_id): j.grade for j in judgments}
     ids = sorted(chunks)
+    by_source: dict[str, list[str]] = {}
+    for i in ids:
+        by_source.setdefault(chunks[i].source, []).append(i)
     rows = []
     for query in queries:
         source = chunks[query.chunk_id]
@@ -55,18 +63,20 @@ def training_triplets(
             continue  # the grader says the query does not fit its own passage: a bad query
         ranked = candidates[query.id].candidates if query.id in candidates else []
         others = [c.chunk_id for c in ranked if c.chunk_id != query.chunk_id]
+        if same_file_first:
+            others.sort(key=lambda c: chunks[c].source != source.source)  # stable: rank order within each
         graded_negatives = [c for c in others if grades.get((query.id, c), 99) <= negative_max_grade]
-        ungraded = [c for c in others if (query.id, c) not in grades]
-        if graded_negatives:
-            negative = graded_negatives[0]
-        elif ungraded:
-            negative = ungraded[0]  # a dense hard negative the grader did not see (grade.top_k)
-        else:
-            elsewhere = [i for i in ids if chunks[i].source != source.source]
-            if not elsewhere:
+        ungraded = [c for c in others if (query.id, c) not in grades]  # dense negatives the grader did not see
+        picked = (graded_negatives + ungraded)[:negatives]
+        if len(picked) < negatives:
+            taken = set(picked)
+            elsewhere = [i for s, group in by_source.items() if s != source.source for i in group if i not in taken]
+            if len(elsewhere) < negatives - len(picked):
                 continue
-            negative = elsewhere[rng.randrange(len(elsewhere))]
-        rows.append({"anchor": query.text, "positive": source.text, "negative": chunks[negative].text})
+            picked += rng.sample(elsewhere, negatives - len(picked))
+        row = {"anchor": query.text, "positive": source.text}
+        row.update({f"negative_{n}" if n else "negative": chunks[c].text for n, c in enumerate(picked)})
+        rows.append(row)
     return rows
 
 
