@@ -206,7 +206,8 @@ def synthetic_triplets(
     kept = kept[: max(2, round(len(kept) * share))]
     candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
     judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
-    kind, count = re.fullmatch(r"([a-z]+)(\d*)", negatives).groups() if re.fullmatch(r"[a-z]+\d*", negatives) else ("", "")
+    matched = re.fullmatch(r"([a-z]+)(\d*)", negatives)
+    kind, count = matched.groups() if matched else ("", "")
     if kind not in NEGATIVES:
         raise SystemExit(f"unknown negatives {negatives!r}: one of {', '.join(NEGATIVES)}, optionally with a count")
     negatives = kind
