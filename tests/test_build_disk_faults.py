@@ -90,6 +90,20 @@ def run_dir(mined: tuple[Path, Path], tmp_path: Path) -> Path:
     return copy
 
 
+def _pad_cache(cache: Path, size: int) -> int:
+    """Append valid answers under keys no prompt hashes to until ``cache`` holds ``size`` bytes; returns how many."""
+    from rerankforge.llm.cache import entry_checksum
+
+    added = 0
+    while cache.stat().st_size < size:
+        key, text = f"padding-{added}", "an answer to no prompt " * 8
+        entry = {"key": key, "text": text, "ok": True, "sum": entry_checksum(key, text, True)}
+        with cache.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        added += 1
+    return added
+
+
 def _hashes(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -99,6 +113,9 @@ def test_a_full_disk_mid_grade_is_a_clear_error_and_the_rerun_pays_for_nothing_t
 ) -> None:
     docs = mined[0]
     cache = run_dir / "llm_cache.jsonl"
+    # The file-size limit holds for every file the build writes: first make the cache the largest of them (its
+    # config.json, build.json), with answers to prompts no build asks, so the limit falls on the cache.
+    padded = _pad_cache(cache, 8192)
     room = 1500  # room for about ten more answers
     failed = _build_in_child(docs, run_dir, size_limit=cache.stat().st_size + room)
 
@@ -110,7 +127,7 @@ def test_a_full_disk_mid_grade_is_a_clear_error_and_the_rerun_pays_for_nothing_t
         "parse", "queries", "mine"
     ]  # fmt: skip
     whole = [line for line in cache.read_text().splitlines() if line.endswith("}")]
-    grades_kept = len(whole) - 6  # six query answers came before
+    grades_kept = len(whole) - 6 - padded  # six query answers and the padding came before
     assert 0 < grades_kept and not cache.read_text().endswith("\n")  # the failed write left a torn line
 
     llm = FakeLLM()
