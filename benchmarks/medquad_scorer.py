@@ -130,12 +130,10 @@ class Bench:
 
     def dev_signal(self, score: object | None) -> dict[str, float]:
         """The build's held-out queries judged by their source passage among the untuned top 20 (its choice)."""
-        split = self.run_dir / "train" / "split.json"
-        if not split.is_file():
-            return {}
+        split = build_split(self.run_dir)
         chunks = {c.id: c for c in read_jsonl(self.run_dir / "parse" / "chunks.jsonl", Chunk)}
         queries = {q.id: q for q in read_jsonl(self.run_dir / "queries" / "queries.jsonl", Query)}
-        dev = [queries[i] for i in read_json(split)["dev"]]
+        dev = [queries[i] for i in read_json(split)["dev"]]  # type: ignore[arg-type]
         vectors = self.base.encode_query([q.text for q in dev], normalize_embeddings=True)
         index = QdrantIndex(path=self.run_dir / "mine" / "qdrant", url=None, collection="rerankforge_chunks")
         try:
@@ -183,6 +181,26 @@ def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
 NEGATIVES = ("build", "dense", "random", "samefile")
 
 
+def build_split(run_dir: Path) -> Path:
+    """The train stage's split.json; for a build stopped after grading (``--until grade``), the same split
+    made here with the train stage's own rule and the run's config (whole files held out)."""
+    path = run_dir / "train" / "split.json"
+    if not path.is_file():
+        from rerankforge.artifacts import write_json
+        from rerankforge.stages.train import split_queries
+
+        cfg = read_json(run_dir / "config.json")
+        chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+        queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
+        judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
+        relevant = sorted({j.query_id for j in judgments if j.grade >= cfg["grade"]["positive_min_grade"]})
+        files = {q.id: chunks[q.chunk_id].source for q in queries}
+        train, dev = split_queries(relevant, cfg["train"]["dev_fraction"], cfg["train"]["seed"], files=files)
+        path.parent.mkdir(exist_ok=True)
+        write_json(path, {"train": train, "dev": dev})
+    return path
+
+
 def titled(chunk: Chunk) -> Chunk:
     """The chunk with its section title on top where its text does not already name it (as retrievers often
     index, and as MedQuAD's answers come: title + text)."""
@@ -201,7 +219,7 @@ def synthetic_triplets(
 ) -> list[dict[str, str]]:
     chunks = {c.id: titled(c) if with_titles else c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
-    train = set(read_json(run_dir / "train" / "split.json")["train"])
+    train = set(read_json(build_split(run_dir))["train"])
     kept = [q for q in queries if q.id in train and (not styles or q.style in styles)]
     kept = kept[: max(2, round(len(kept) * share))]
     candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
