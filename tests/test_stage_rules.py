@@ -322,3 +322,7 @@ def test_the_first_stage_takes_several_negatives_the_source_files_first() -> Non
     extra = negatives(5, same_file=True, judgments=relevant)
     assert extra[:3] == ["a.md#2", "b.md#0", "b.md#1"]
     assert len(set(extra)) == 5 and all(chunks[c].source != "a.md" for c in extra[3:])
+    # a candidate of another file graded relevant is not drawn by the fill either
+    other_relevant = [*relevant, Judgment(query_id="q0", chunk_id="b.md#0", grade=2)]
+    filled = negatives(6, same_file=True, judgments=other_relevant)  # all that are left
+    assert "b.md#0" not in filled and len(set(filled)) == 6

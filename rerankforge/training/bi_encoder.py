@@ -69,7 +69,7 @@ def training_triplets(
         ungraded = [c for c in others if (query.id, c) not in grades]  # dense negatives the grader did not see
         picked = (graded_negatives + ungraded)[:negatives]
         if len(picked) < negatives:
-            taken = set(picked)
+            taken = set(picked) | {c for c in others if grades.get((query.id, c), -1) >= positive_min_grade}
             elsewhere = [i for s, group in by_source.items() if s != source.source for i in group if i not in taken]
             if len(elsewhere) < negatives - len(picked):
                 continue
