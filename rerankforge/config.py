@@ -218,9 +218,15 @@ class GradeConfig(Section):
 
 
 class TrainConfig(Section):
-    """Cross-encoder fine-tuning."""
+    """Fine-tuning of the scorer's parts: the first stage's bi-encoder and the cross-encoder."""
 
     backbone: str = Field(DEFAULT_MINILM, description="Hugging Face id or local path of the cross-encoder to tune.")
+    cross_encoder: bool | Literal["auto"] = Field(
+        "auto",
+        description="Train the cross-encoder: auto trains it when the backbone is a pretrained reranker (a "
+        "sequence-classification model) and skips it for a plain encoder, which, tuned on this data, never beat "
+        "the tuned first stage in measurement; the scorer is then the first stage alone, tuned or not.",
+    )
     loss: Literal["lce", "wasserstein", "bce", "listnet", "lambda"] = Field(
         "bce", description="lce, wasserstein (SyCL), bce (graded, BiXSE), listnet or lambda (sentence-transformers)."
     )

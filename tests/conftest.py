@@ -152,13 +152,14 @@ def onnx_model_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def fake_build_config(docs: Path, run_dir: Path, **overrides: object):
-    """A small, quick build config for pipeline tests with the FakeLLM."""
+    """A small, quick build config for pipeline tests with the FakeLLM; it trains the cross-encoder too (the
+    default skips it on a plain encoder backbone), so the tests cover every part of the scorer."""
     from rerankforge import load_config
 
     base = {
         "queries": {"max_queries": 12},
         "mine": {"top_k": 4},
-        "train": {"epochs": 2, "max_length": 128, "batch_size": 4},
+        "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
     }
     return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})
 
@@ -172,4 +173,20 @@ def fake_build(tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
     run_dir = tmp_path_factory.mktemp("run")
     llm = FakeLLM()
     result = build(fake_build_config(example_docs, run_dir), llm=llm)
+    return result, llm, run_dir
+
+
+@pytest.fixture(scope="session")
+def default_build(fake_build, tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
+    """The example build with the default scorer settings: a copy of ``fake_build`` trained again with
+    ``train.cross_encoder = auto``, which trains no cross-encoder on the plain MiniLM backbone."""
+    from rerankforge import build
+    from tests.fake_llm import FakeLLM
+
+    _, _, source = fake_build
+    run_dir = tmp_path_factory.mktemp("default-run") / "run"
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    llm = FakeLLM()
+    config = fake_build_config(example_docs, run_dir, train={"epochs": 2, "max_length": 128, "batch_size": 4})
+    result = build(config, llm=llm)
     return result, llm, run_dir

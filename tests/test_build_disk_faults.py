@@ -174,7 +174,7 @@ def test_a_full_disk_in_training_is_a_clear_error_and_the_rerun_elsewhere_pays_f
     llm = FakeLLM()
     result = build(fake_build_config(mined[0], moved, **SETTINGS), llm=llm, until="train")
     assert [s.status for s in result.stages] == ["skipped"] * 4 + ["ran"]
-    assert llm.calls == 0 and (moved / "model" / "model.safetensors").is_file()
+    assert llm.calls == 0 and (moved / "train" / "first_stage" / "model.safetensors").is_file()
 
 
 def test_a_read_only_run_folder_is_refused_and_left_as_it_was(mined: tuple[Path, Path], run_dir: Path) -> None:

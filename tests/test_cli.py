@@ -107,9 +107,14 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: 
     assert all(q["text"].lower() not in chunks[q["chunk_id"]].lower() for q in queries)
     judgments = [json.loads(x) for x in (run_dir / "grade" / "judgments.jsonl").read_text().splitlines()]
     assert judgments and all(0 <= j["grade"] <= 3 for j in judgments)
-    assert (run_dir / "model" / "onnx" / "model_qint8.onnx").is_file()
+    # the default backbone is a plain encoder: no cross-encoder is trained, the scorer is the first stage
+    train = json.loads((run_dir / "train" / "manifest.json").read_text())["summary"]
+    assert train["cross_encoder"].startswith("not trained")
+    assert (run_dir / "model" / "first_stage" / "onnx" / "model.onnx").is_file()
+    assert not (run_dir / "model" / "onnx").exists()
     export = json.loads((run_dir / "export" / "manifest.json").read_text())["summary"]
-    assert export["max_abs_diff_fp32"] < 1e-4
+    assert export["first_stage"]["max_abs_diff"] < 1e-4
+    assert f"ONNX in {run_dir / 'model' / 'first_stage' / 'onnx'}" in " ".join(first.stdout.split())
     cache_lines = (run_dir / "llm_cache.jsonl").read_text().count("\n")
     assert cache_lines >= len(queries)
 

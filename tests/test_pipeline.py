@@ -183,7 +183,12 @@ def test_wasserstein_loss_trains_on_the_same_graded_data(built, example_docs: Pa
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     llm = FakeLLM()
-    result = build(_config(example_docs, copy, train={"loss": "wasserstein", "epochs": 2, "max_length": 128}), llm=llm)
+    result = build(
+        _config(
+            example_docs, copy, train={"loss": "wasserstein", "epochs": 2, "max_length": 128, "cross_encoder": True}
+        ),
+        llm=llm,
+    )
     status = {s.name: s.status for s in result.stages}
     assert status["grade"] == "skipped" and status["train"] == "ran" and llm.calls == 0
     train = result.summary("train")

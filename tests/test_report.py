@@ -161,6 +161,7 @@ def test_build_with_eval_data_evaluates_and_reports_after_the_build(fake_build, 
             [mine]
             top_k = 4
             [train]
+            cross_encoder = true
             epochs = 2
             max_length = 128
             batch_size = 4

@@ -79,8 +79,9 @@ def _ndcg(ranked: list[str], relevant: dict[str, int]) -> float:
 
 
 @pytest.mark.slow
-def test_served_order_through_http_is_never_worse_than_dense_on_the_example_labels(fake_build, minilm_path) -> None:
-    """What a RAG stack gets: each labelled query's dense top-20 sent to /v2/rerank without first-stage scores."""
+def test_served_order_through_http_is_never_worse_than_dense_on_the_example_labels(default_build, minilm_path) -> None:
+    """What a RAG stack gets from a build with the default settings: each labelled query's dense top-20 sent to
+    /v2/rerank without first-stage scores."""
     import csv
 
     import httpx
@@ -90,7 +91,7 @@ def test_served_order_through_http_is_never_worse_than_dense_on_the_example_labe
     from rerankforge.evaluation.labels import normalise
     from tests.serve_process import serve_process
 
-    _, _, run_dir = fake_build
+    _, _, run_dir = default_build
     chunks = {c.id: c.text for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     labels: dict[str, dict[str, int]] = {}
     with open(Path(__file__).parent.parent / "examples" / "eval-labels.csv", encoding="utf-8") as handle:
@@ -114,6 +115,65 @@ def test_served_order_through_http_is_never_worse_than_dense_on_the_example_labe
     if meta["scorer"]["first_stage"] == "first_stage" and not meta["scorer"]["first_stage_tuned"]:
         if meta["scorer"]["cross_encoder_weight"] == 0:  # nothing learned: exactly the first stage's ranking
             assert served == pytest.approx(dense, abs=1e-9)
+
+
+def test_auto_trains_a_cross_encoder_only_on_a_reranker_backbone(tmp_path: Path, minilm_path: str) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from rerankforge.errors import InputError
+    from rerankforge.training.models import trains_cross_encoder
+
+    reranker = tmp_path / "reranker"
+    CrossEncoder(minilm_path, num_labels=1, max_length=128, device="cpu").save_pretrained(str(reranker))
+    assert trains_cross_encoder("auto", str(reranker)) is True
+    assert trains_cross_encoder("auto", "all-MiniLM-L6-v2") is False  # a bi-encoder's plain encoder
+    assert trains_cross_encoder(True, "all-MiniLM-L6-v2") is True
+    assert trains_cross_encoder(False, str(reranker)) is False
+    with pytest.raises(InputError, match="train.backbone 'no-such-org/no-such-model'"):
+        trains_cross_encoder("auto", "no-such-org/no-such-model")
+
+
+@pytest.mark.slow
+def test_a_build_without_a_cross_encoder_serves_its_first_stage_and_drops_the_old_one(default_build) -> None:
+    """The default on a plain encoder: the earlier cross-encoder of the same run folder is gone, the folder
+    serves, evaluates and describes the first stage alone."""
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from rerankforge import Reranker
+    from rerankforge.cli.main import app
+    from rerankforge.errors import InputError
+    from rerankforge.evaluation.scorers import load_scorer
+
+    result, llm, run_dir = default_build
+    status = {s.name: s.status for s in result.stages}
+    assert status == {"parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "skipped",
+                      "train": "ran", "evaluate": "ran", "export": "ran"}  # fmt: skip
+    assert llm.calls == 0
+    assert result.summary("train")["cross_encoder"].startswith("not trained (train.cross_encoder = auto")
+    model_dir = run_dir / "model"
+    # the copied run had a trained, exported cross-encoder: none of its files may pass for this build's
+    assert not any((model_dir / name).exists() for name in ("config.json", "model.safetensors", "onnx", "openvino"))
+    meta = json.loads((model_dir / "rerankforge.json").read_text())
+    assert meta["scorer"]["cross_encoder"] is False and meta["scorer"]["cross_encoder_weight"] == 0.0
+    card = (model_dir / "README.md").read_text()
+    assert "holds no cross-encoder" in card and "### What is served" in card
+    docs = ["The dock needs a 32 A type C breaker.", "Parental leave is sixteen weeks.", "Charge for 2 h."]
+    first_stage = SentenceTransformer(str(model_dir / "first_stage"), device="cpu")
+    cosine = first_stage.encode(docs, normalize_embeddings=True) @ first_stage.encode(["dock breaker"])[0]
+    for reranker in (Reranker(model_dir), Reranker(model_dir, quantized=True)):  # no cross-encoder file to pick
+        assert reranker.variant == "first_stage"
+        assert reranker.logits("dock breaker", docs) == pytest.approx(
+            meta["scorer"]["first_stage_weight"] * cosine + meta["scorer"]["bias"], abs=1e-4
+        )
+    with pytest.raises(InputError, match="holds no cross-encoder"):
+        Reranker(model_dir, cross_encoder_only=True)
+    assert load_scorer(model_dir).kind == "onnx first_stage"
+    with pytest.raises(InputError, match="no cross-encoder to load with torch"):
+        load_scorer(model_dir, onnx=False)
+    out = CliRunner().invoke(app, ["eval", str(run_dir)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "The reranker is" in out.output
 
 
 @pytest.mark.slow
@@ -169,7 +229,7 @@ def test_a_pretrained_cross_encoder_folder_as_backbone_builds_into_the_same_scor
         small_docs, tmp_path / "run", train={"backbone": str(pretrained), "epochs": 1, "max_length": 128},
         export={"openvino": False, "static_int8": False},
     )  # fmt: skip
-    result = build(config, llm=FakeLLM())
+    result = build(config, llm=FakeLLM())  # train.cross_encoder = auto: a reranker backbone is trained
     assert result.summary("train")["backbone"] == str(pretrained)
     meta = json.loads((result.model_dir / "rerankforge.json").read_text())
     assert meta["scorer"]["first_stage"] == "first_stage" and "cross_encoder_weight" in meta["scorer"]

@@ -85,7 +85,7 @@ from tests.conftest import fake_build_config
 from tests.fake_llm import FakeLLM
 from pathlib import Path
 build(fake_build_config(Path(sys.argv[1]), Path(sys.argv[2]), train={"epochs": 4, "max_length": 128,
-      "batch_size": 4, "eval_points": 8}), llm=FakeLLM(), until="train")
+      "batch_size": 4, "eval_points": 8, "cross_encoder": True}), llm=FakeLLM(), until="train")
 """
 
 
@@ -113,7 +113,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(fake_build, example_
     llm = FakeLLM()
     result = build(
         fake_build_config(example_docs, run_dir, train={"epochs": 4, "max_length": 128, "batch_size": 4,
-                                                        "eval_points": 8}),
+                                                        "eval_points": 8, "cross_encoder": True}),
         llm=llm, until="train",
     )  # fmt: skip
     train = result.summary("train")
@@ -129,6 +129,7 @@ max_queries = 12
 [mine]
 top_k = 4
 [train]
+cross_encoder = true
 epochs = 4
 max_length = 128
 batch_size = 4

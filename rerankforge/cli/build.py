@@ -82,7 +82,8 @@ def _wizard(cfg: BuildConfig) -> BuildConfig:
             f"LLM: {cfg.llm.provider} {cfg.llm.model or ''}\n"
             f"about {calls} LLM calls ({budget} query-writing, the rest grading "
             f"{grades_per_query(cfg)} candidates per query)\n"
-            f"train: {cfg.train.backbone} with {cfg.train.loss}"
+            f"train: the cross-encoder {cfg.train.backbone} with {cfg.train.loss} (train.cross_encoder = "
+            f"{str(cfg.train.cross_encoder).lower()})"
             + (f", and the first stage {cfg.mine.bi_encoder}" if cfg.train.tune_first_stage else "")
             + "\nserve: the first stage's own order unless what was learned measurably beats it on held-out queries",
             title="plan",
@@ -180,7 +181,10 @@ def build(
         if report.verdict is not None:
             print_verdict(report.verdict, bool(report.better))
     if exported:
-        console.print(f"Model: [bold]{result.model_dir}[/] (ONNX in {result.model_dir / 'onnx'})")
+        onnx_dir = result.model_dir / "onnx"
+        if not onnx_dir.is_dir():  # no cross-encoder was trained: the scorer is the first stage
+            onnx_dir = result.model_dir / "first_stage" / "onnx"
+        console.print(f"Model: [bold]{result.model_dir}[/] (ONNX in {onnx_dir})")
         console.print(f"Serve it: rerankforge serve {result.model_dir}")
 
 

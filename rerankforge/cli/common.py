@@ -75,6 +75,14 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
         return f"top-{s.get('top_k')} of {s.get('chunks_indexed')} chunks; source in top-k {s.get('source_in_top_k')}"
     if name == "grade":
         return f"{s.get('graded')} pairs graded; grades 0-3: {list(s.get('grade_histogram', {}).values())}"
+    if name == "train" and isinstance(s.get("cross_encoder"), str):  # no cross-encoder: the first stage's tuning
+        tuned = s.get("first_stage") or {}
+        if not tuned.get("steps"):
+            return "nothing tuned: the scorer is the untuned first stage"
+        return (
+            f"first stage: {tuned['triplets']} rows, {tuned['steps']} steps, loss {tuned.get('loss_first')} -> "
+            f"{tuned.get('loss_last')}; no cross-encoder"
+        )
     if name == "train":
         held_out = (
             f"; held-out {s['held_out_loss_first']} -> {s['held_out_loss_last']}"
@@ -93,6 +101,9 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
         if scorer.get("cross_encoder_weight"):
             served += f" + cross-encoder x{scorer['cross_encoder_weight']:.3g}"
         return f"{s.get('dev_queries')} held-out queries; serves the {served}"
+    if name == "export" and "cross_encoder" in s:
+        first = s.get("first_stage") or {}
+        return f"the first stage only ({first.get('model')}); max |onnx - torch| {first.get('max_abs_diff', 0):.1e}"
     if name == "export":
         diffs = ", ".join(f"{k[13:]} {v:.1e}" for k, v in s.items() if k.startswith("max_abs_diff_"))
         served = f"; serving {s['recommended_variant']}" if "recommended_variant" in s else ""

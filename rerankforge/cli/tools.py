@@ -75,7 +75,7 @@ def eval_command(
         )
     cfg = read_json(run_dir / "config.json")
     model_dir = model or run_dir / "model"
-    if onnx:
+    if onnx or not (model_dir / "config.json").is_file():  # a build without a cross-encoder: its scorer, in ONNX
         from rerankforge.serve.runtime import Reranker
 
         reranker = Reranker(model_dir, quantized=int8)

@@ -34,7 +34,7 @@ class DevList:
     grades: list[int]  # 1 for the query's source chunk, else 0
     first: np.ndarray  # cosine of the untuned first stage
     tuned: np.ndarray | None  # cosine of the tuned bi-encoder (None: not tuned)
-    cross_encoder: np.ndarray  # the cross-encoder's logits
+    cross_encoder: np.ndarray | None  # the cross-encoder's logits (None: the build trained none)
 
 
 def ndcg(grades: Sequence[float], scores: np.ndarray, k: int) -> float:
@@ -65,20 +65,21 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dic
     def cosine(d: DevList) -> np.ndarray:
         return d.tuned if base == "tuned" and d.tuned is not None else d.first
 
-    all_cos = np.concatenate([cosine(d) for d in lists]) if lists else np.zeros(1)
-    all_ce = np.concatenate([d.cross_encoder for d in lists]) if lists else np.zeros(1)
-    unit = SCALE * float(np.std(all_cos)) / max(float(np.std(all_ce)), 1e-9)
     base_scores = systems["tuned first stage" if base == "tuned" else "first stage"]
-    systems["cross-encoder alone"] = _per_query(lists, lambda d: d.cross_encoder, k)
     weight, best = 0.0, base_scores
-    for ratio in CE_RATIOS:
-        values = _per_query(lists, lambda d, w=ratio * unit: SCALE * cosine(d) + w * d.cross_encoder, k)
-        systems[f"{base} first stage + cross-encoder x{ratio}"] = values
-        if np.mean(values) > np.mean(best) and better(values, base_scores, len(CE_RATIOS)):
-            weight, best = round(ratio * unit, 6), values
+    if lists and all(d.cross_encoder is not None for d in lists):
+        all_cos = np.concatenate([cosine(d) for d in lists])
+        all_ce = np.concatenate([d.cross_encoder for d in lists])  # type: ignore[misc]
+        unit = SCALE * float(np.std(all_cos)) / max(float(np.std(all_ce)), 1e-9)
+        systems["cross-encoder alone"] = _per_query(lists, lambda d: d.cross_encoder, k)  # type: ignore[arg-type, return-value]
+        for ratio in CE_RATIOS:
+            values = _per_query(lists, lambda d, w=ratio * unit: SCALE * cosine(d) + w * d.cross_encoder, k)
+            systems[f"{base} first stage + cross-encoder x{ratio}"] = values
+            if np.mean(values) > np.mean(best) and better(values, base_scores, len(CE_RATIOS)):
+                weight, best = round(ratio * unit, 6), values
 
     def served(d: DevList) -> np.ndarray:
-        return SCALE * cosine(d) + weight * d.cross_encoder
+        return SCALE * cosine(d) + (weight * d.cross_encoder if weight else 0.0)
 
     sources = [served(d)[i] for d in lists for i, g in enumerate(d.grades) if g > 0]
     others = [served(d)[i] for d in lists for i, g in enumerate(d.grades) if g == 0]

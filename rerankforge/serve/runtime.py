@@ -29,7 +29,7 @@ import numpy as np
 
 from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.fusion import fuse
-from rerankforge.serve.embedder import OnnxEmbedder, padded_batches
+from rerankforge.serve.embedder import EMBEDDER_FILE, OnnxEmbedder, padded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,8 @@ class Reranker:
     A build's model folder holds its scorer (``scorer`` in ``rerankforge.json``): the first stage's bi-encoder
     (``first_stage/``, tuned by the build or not) and the cross-encoder, combined as
     ``first_stage_weight * cos + cross_encoder_weight * logit + bias``. When the build measured no gain over
-    the untuned first stage, the scorer is that first stage alone and ranks exactly as it does.
+    the untuned first stage, the scorer is that first stage alone and ranks exactly as it does. A build that
+    trained no cross-encoder (``train.cross_encoder``) leaves a folder whose scorer is the first stage alone.
     """
 
     def __init__(
@@ -221,6 +222,20 @@ class Reranker:
             raise InputError(f"long_documents must be 'truncate' or 'window', not {long_documents!r}.")
         self.model_dir = Path(model_dir)
         meta = read_metadata(self.model_dir)
+        scorer = meta.get("scorer") or {}
+        self.fusion_alpha: float | None = meta.get("fusion_alpha")
+        self.batch_size = batch_size
+        self.long_documents: LongDocuments = long_documents
+        self.threads = threads or usable_cores()
+        self.first_stage: OnnxEmbedder | None = None
+        if scorer.get("cross_encoder") is False:  # the build trained no cross-encoder: the first stage alone
+            if cross_encoder_only:
+                raise InputError(
+                    f"{self.model_dir} holds no cross-encoder (its build trained none): score it with its scorer, "
+                    "or build with train.cross_encoder = true."
+                )
+            self._first_stage_only(scorer)
+            return
         if variant is None:
             variant = _default_variant(self.model_dir, meta) if quantized is None else ("int8" if quantized else "fp32")
         if variant not in VARIANTS:
@@ -245,9 +260,6 @@ class Reranker:
         self.engine = spec.engine
         self.batch_invariant = spec.batch_invariant
         self.max_length = int(meta.get("max_length", 512))
-        self.fusion_alpha: float | None = meta.get("fusion_alpha")
-        self.batch_size = batch_size
-        self.long_documents: LongDocuments = long_documents
         self.pad_id = int(meta.get("pad_token_id", 0))
         # one tokenizer that encodes pairs (truncating to the window), one that measures plain text
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
@@ -257,20 +269,48 @@ class Reranker:
         self._measure.no_padding()
         self._measure.no_truncation()
         self._pair_specials = self.tokenizer.num_special_tokens_to_add(is_pair=True)
-        self.threads = threads or usable_cores()
-        self._engine = engine_class(model_path, self.threads)
+        self._engine: Any = engine_class(model_path, self.threads)
         self.input_names = self._engine.input_names
         self.precision = self._engine.precision
-        scorer = {} if cross_encoder_only else meta.get("scorer") or {}
+        scorer = {} if cross_encoder_only else scorer
         self.scorer: dict[str, Any] = scorer
-        self.first_stage: OnnxEmbedder | None = None
         self.first_stage_weight = float(scorer.get("first_stage_weight", 0.0))
         self.cross_encoder_weight = float(scorer.get("cross_encoder_weight", 1.0))
         self.bias = float(scorer.get("bias", 0.0))
         if scorer.get("first_stage"):
             self.first_stage = OnnxEmbedder(
-                self.model_dir / scorer["first_stage"], threads=self.threads, batch_size=max(batch_size, 16)
+                self.model_dir / scorer["first_stage"], threads=self.threads, batch_size=max(self.batch_size, 16)
             )
+
+    def _first_stage_only(self, scorer: dict[str, Any]) -> None:
+        """A model folder without a cross-encoder: its scorer is the first stage's cosine (``variant`` and
+        ``quantized`` choose a cross-encoder's file, so they do not apply)."""
+        from tokenizers import Tokenizer
+
+        embedder = OnnxEmbedder(
+            self.model_dir / scorer.get("first_stage", "first_stage"),
+            threads=self.threads,
+            batch_size=max(self.batch_size, 16),
+        )
+        self.scorer = scorer
+        self.first_stage = embedder
+        self.first_stage_weight = float(scorer.get("first_stage_weight", 1.0))
+        self.cross_encoder_weight = 0.0
+        self.bias = float(scorer.get("bias", 0.0))
+        self.onnx_path = embedder.folder / EMBEDDER_FILE
+        self.variant = "first_stage"
+        self.engine = "onnxruntime"
+        self.batch_invariant = True
+        self.max_length = embedder.max_length
+        self.pad_id = embedder.pad_id
+        self.tokenizer = embedder.tokenizer
+        self._measure = Tokenizer.from_file(str(embedder.folder / "tokenizer.json"))
+        self._measure.no_padding()
+        self._measure.no_truncation()
+        self._pair_specials = self._measure.num_special_tokens_to_add(is_pair=False)  # a document is embedded alone
+        self._engine = None
+        self.input_names = embedder.input_names
+        self.precision = "fp32"
 
     # --- token bookkeeping -------------------------------------------------------------------------
 

@@ -18,12 +18,14 @@ from rerankforge.stage import StageContext, StageResult
 
 __all__ = ["VERSION", "Scorer", "compare_on_dev", "mrr_at_k", "ndcg_at_k", "run"]
 
-VERSION = "4"  # 4: the served scorer (first stage, tuned first stage, cross-encoder residual) is chosen here
+VERSION = "5"  # 5: a build without a cross-encoder
+# 4: the served scorer (first stage, tuned first stage, cross-encoder residual) is chosen here
 # 3: "better" and a fusion weight above 0 need a significant gain
 
 
-def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
-    """The held-out queries' top candidates from the build's first-stage index, with every part's scores."""
+def dev_lists(ctx: StageContext, cross_encoder: Any | None) -> list[Any]:
+    """The held-out queries' top candidates from the build's first-stage index, with every part's scores
+    (``cross_encoder`` None: a build without one)."""
     import torch
 
     from rerankforge.evaluation.scorer_choice import DevList
@@ -57,15 +59,17 @@ def dev_lists(ctx: StageContext, cross_encoder: Any) -> list[Any]:
         if tuned is not None:
             q_vec = embed(tuned.encode_query, [query.text], mine.batch_size)[0]
             tuned_cos = embed(tuned.encode_document, docs, mine.batch_size) @ q_vec
-        logits = cross_encoder.predict(
-            [(query.text, d) for d in docs], activation_fn=torch.nn.Identity(), show_progress_bar=False
-        )
+        logits = None
+        if cross_encoder is not None:
+            logits = cross_encoder.predict(
+                [(query.text, d) for d in docs], activation_fn=torch.nn.Identity(), show_progress_bar=False
+            )
         lists.append(
             DevList(
                 grades=[int(cid == query.chunk_id) for cid, _ in query_hits],
                 first=np.array([score for _, score in query_hits], dtype=np.float64),
                 tuned=None if tuned_cos is None else np.asarray(tuned_cos, dtype=np.float64),
-                cross_encoder=np.asarray(logits, dtype=np.float64).reshape(-1),
+                cross_encoder=None if logits is None else np.asarray(logits, dtype=np.float64).reshape(-1),
             )
         )
     return lists
@@ -93,32 +97,55 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     )
 
 
+def first_stage_scorer(ctx: StageContext, tuned: bool) -> Scorer:
+    """The cosine of the first stage, tuned or not: the order of a scorer without a cross-encoder."""
+    from rerankforge.index.embedding import embed, load_bi_encoder
+    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
+
+    mine = ctx.config.mine
+    model = load_bi_encoder(mine.bi_encoder)
+    if tuned:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(ctx.dir("train") / TUNED_FIRST_STAGE), device=model.device)
+
+    def score(query: str, docs: list[str]) -> Sequence[float]:
+        q_vec = embed(model.encode_query, [query], mine.batch_size)[0]
+        return embed(model.encode_document, docs, mine.batch_size) @ q_vec
+
+    return score
+
+
 def run(ctx: StageContext) -> StageResult:
     from rerankforge.evaluation.scorer_choice import choose_scorer
     from rerankforge.training.models import load_cross_encoder
 
     cfg = ctx.config.evaluate
-    model = load_cross_encoder(str(ctx.run_dir / "model"), ctx.config.train.max_length)
-
-    def scorer(query: str, docs: list[str]) -> Sequence[float]:
-        return model.predict([(query, d) for d in docs], show_progress_bar=False)
-
-    result = compare_on_dev(
-        ctx.run_dir,
-        scorer,
-        k=cfg.k,
-        relevant_min=ctx.config.grade.positive_min_grade,
-        min_gain=cfg.min_gain,
-        p_value=cfg.dev_p_value,
-        progress=ctx.progress,
-    )
-    per_query = result.pop("per_query")
+    model_dir = ctx.run_dir / "model"
+    model = None
+    if (model_dir / "config.json").is_file():  # the train stage trained a cross-encoder
+        model = load_cross_encoder(str(model_dir), ctx.config.train.max_length)
     lists = dev_lists(ctx, model)
     choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value)
-    # the cross-encoder alone, judged by the LLM's grades (the figures of earlier builds), kept for comparison
-    result["cross_encoder"] = {key: result.pop(key) for key in ("gain_ndcg", "better", "verdict")}
-    result["fusion"]["cross_encoder_alpha"] = result["fusion"]["alpha"]
-    result["fusion"]["alpha"] = choice["fusion_alpha"]
+    choice["scorer"]["cross_encoder"] = model is not None
+    judged = {"k": cfg.k, "relevant_min": ctx.config.grade.positive_min_grade, "min_gain": cfg.min_gain,
+              "p_value": cfg.dev_p_value, "progress": ctx.progress}  # fmt: skip
+    if model is None:  # the served scorer itself, judged by the LLM's grades
+        tuned = choice["scorer"]["first_stage"] == "tuned"
+        result = compare_on_dev(ctx.run_dir, first_stage_scorer(ctx, tuned), alpha=choice["fusion_alpha"], **judged)
+        per_query = result.pop("per_query")
+        result["cross_encoder"] = None
+    else:
+
+        def scorer(query: str, docs: list[str]) -> Sequence[float]:
+            return model.predict([(query, d) for d in docs], show_progress_bar=False)
+
+        result = compare_on_dev(ctx.run_dir, scorer, **judged)
+        per_query = result.pop("per_query")
+        # the cross-encoder alone, judged by the LLM's grades (the figures of earlier builds), kept for comparison
+        result["cross_encoder"] = {key: result.pop(key) for key in ("gain_ndcg", "better", "verdict")}
+        result["fusion"]["cross_encoder_alpha"] = result["fusion"]["alpha"]
+        result["fusion"]["alpha"] = choice["fusion_alpha"]
     result.update(
         gain_ndcg=choice["gain_ndcg"],
         better=choice["learned"],

@@ -43,7 +43,8 @@ from rerankforge.stage import StageContext, StageResult
 from rerankforge.training import card
 from rerankforge.training.onnx_trace import trace_to_onnx
 
-VERSION = "5"  # 5: the scorer's first stage in model/first_stage
+VERSION = "6"  # 6: a model folder without a cross-encoder when the build trained none
+# 5: the scorer's first stage in model/first_stage
 FIRST_STAGE_DIR = "first_stage"
 
 
@@ -410,23 +411,27 @@ def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.export
     model_dir = ctx.run_dir / "model"
     pairs = _parity_pairs(ctx)
-    summary = export_model(
-        model_dir,
-        max_length=ctx.config.train.max_length,
-        opset=cfg.opset,
-        quantize=cfg.quantize,
-        parity_tolerance=cfg.parity_tolerance,
-        parity_pairs=pairs,
-        calibration_pairs=pairs[: cfg.calibration_pairs],
-        static_int8=cfg.static_int8,
-        openvino=cfg.openvino,
-        progress=ctx.progress,
-    )
-    meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+    cross_encoder = (model_dir / "config.json").is_file()  # else the train stage trained none
+    if cross_encoder:
+        summary = export_model(
+            model_dir,
+            max_length=ctx.config.train.max_length,
+            opset=cfg.opset,
+            quantize=cfg.quantize,
+            parity_tolerance=cfg.parity_tolerance,
+            parity_pairs=pairs,
+            calibration_pairs=pairs[: cfg.calibration_pairs],
+            static_int8=cfg.static_int8,
+            openvino=cfg.openvino,
+            progress=ctx.progress,
+        )
+        meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
+    else:
+        summary, meta = {"cross_encoder": None}, {"format": "rerankforge-onnx-1"}
     evaluated = json.loads((ctx.dir("evaluate") / "metrics.json").read_text(encoding="utf-8"))
     meta["fusion_alpha"] = evaluated["fusion"]["alpha"]
     meta["scorer"], summary["first_stage"] = _export_first_stage(ctx, model_dir, evaluated["scorer"])
-    if cfg.quantize:
+    if cfg.quantize and cross_encoder:
         summary.update(choose_variant(ctx, model_dir, pairs[:32]))
         meta["recommended_variant"] = summary["recommended_variant"]
         meta["int8_recommended"] = summary["int8_recommended"]

@@ -1,4 +1,5 @@
-"""Stage 5: fine-tune a sentence-transformers CrossEncoder on the graded groups with CrossEncoderTrainer.
+"""Stage 5: fine-tune the scorer's parts: the first stage's bi-encoder and (``train.cross_encoder``) a
+sentence-transformers CrossEncoder on the graded groups with CrossEncoderTrainer.
 
 A seeded slice of the synthetic queries is held out (``train/split.json``) for the evaluate stage.
 Launched under ``torchrun`` / ``accelerate launch``, every process trains (the trainer's distributed data
@@ -31,9 +32,10 @@ from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 from rerankforge.training.models import device as _device
-from rerankforge.training.models import load_cross_encoder
+from rerankforge.training.models import load_cross_encoder, trains_cross_encoder
 
-VERSION = "7"  # 7: the first stage's tuning takes 3 hard negatives per query, the source file's first
+VERSION = "8"  # 8: the cross-encoder is trained only where train.cross_encoder asks for it (auto: a reranker backbone)
+# 7: the first stage's tuning takes 3 hard negatives per query, the source file's first
 # 5: the first stage's bi-encoder is tuned too (train/first_stage)
 # 4: labels are the expected grades where the LLM gave probabilities
 # 3: best checkpoint by held-out nDCG@10, max length from the data, resumable, model card
@@ -161,6 +163,8 @@ def run(ctx: StageContext) -> StageResult:
     train_ids, dev_ids = split_queries(relevant, cfg.dev_fraction, cfg.seed, files=source_file)
     if not launch.follower:
         write_json(ctx.out / "split.json", {"train": train_ids, "dev": dev_ids})
+    if not trains_cross_encoder(cfg.cross_encoder, cfg.backbone):
+        return _first_stage_only(ctx, train_ids, dev_ids, queries, chunks, judgments, launch)
 
     def groups(ids: list[str]) -> list[dict[str, Any]]:
         wanted = set(ids)
@@ -301,6 +305,50 @@ def run(ctx: StageContext) -> StageResult:
         summary["first_stage"] = first_stage
         files += [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
     return StageResult(files=[*files, "train/split.json", "train/loss_history.json"], summary=summary)
+
+
+def _first_stage_only(
+    ctx: StageContext,
+    train_ids: list[str],
+    dev_ids: list[str],
+    queries: list[Query],
+    chunks: dict[str, Chunk],
+    judgments: list[Judgment],
+    launch: Launch,
+) -> StageResult:
+    """No cross-encoder: the first stage's tuning alone, and a model folder that holds no cross-encoder."""
+    from rerankforge.training import card
+
+    cfg = ctx.config.train
+    tuned_dir = ctx.out / TUNED_FIRST_STAGE
+    model_dir = ctx.run_dir / "model"
+    if not launch.follower:  # an earlier build's weights must not pass for this one's
+        shutil.rmtree(tuned_dir, ignore_errors=True)
+        shutil.rmtree(model_dir, ignore_errors=True)
+    device = _device()
+    first_stage = None
+    if cfg.tune_first_stage:
+        first_stage = _tune_first_stage(ctx, train_ids, queries, chunks, judgments, device, save=not launch.follower)
+    reason = (
+        "train.cross_encoder = false"
+        if cfg.cross_encoder is False
+        else f"train.cross_encoder = auto and the backbone {cfg.backbone} is not a pretrained reranker"
+    )
+    summary: dict[str, Any] = {
+        "cross_encoder": f"not trained ({reason})",
+        "train_queries": len(train_ids),
+        "dev_queries": len(dev_ids),
+        "first_stage": first_stage,
+        "device": device,
+        "processes": launch.world_size,
+    }
+    if launch.follower:
+        return StageResult(files=[], summary=summary)
+    model_dir.mkdir(parents=True)
+    histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
+    card.write(model_dir, card.render_first_stage_only(summary, histogram))
+    files = [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
+    return StageResult(files=[*files, "train/split.json"], summary=summary)
 
 
 def _tune_first_stage(

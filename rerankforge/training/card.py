@@ -56,6 +56,37 @@ def render(summary: dict[str, Any], hyper: dict[str, Any], histogram: dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def render_first_stage_only(summary: dict[str, Any], histogram: dict[str, int]) -> str:
+    """Markdown for the card of a build that trained no cross-encoder: the scorer is the first stage alone."""
+    tuned = summary.get("first_stage") or {}
+    tuning = (
+        f"The first stage's bi-encoder was tuned on {tuned['triplets']} (query, source passage, hard negatives) "
+        f"rows in {tuned['steps']} steps on {summary['device']}."
+        if tuned.get("steps")
+        else "The first stage was not tuned."
+    )
+    return (
+        "\n".join(
+            [
+                MARKER,
+                "## Built by rerankforge",
+                "",
+                "A scorer built from the builder's own documents: synthetic queries and LLM relevance grades, no human "
+                'labels. `rerankforge serve MODEL_DIR` and `rerankforge.Reranker` serve it (see "What is served" '
+                f"below). This folder holds no cross-encoder: {summary['cross_encoder']}.",
+                "",
+                "### Training data",
+                "",
+                f"{summary['train_queries']} training queries, {summary['dev_queries']} held out. {tuning}",
+                "",
+                "LLM grade histogram (0 unrelated ... 3 answers the query): "
+                + ", ".join(f"{g}: {n}" for g, n in sorted(histogram.items())),
+            ]
+        )
+        + "\n"
+    )
+
+
 SERVED_MARKER = "<!-- rerankforge served -->"
 
 
@@ -71,6 +102,8 @@ def render_served(scorer: dict[str, Any], verdict: str, systems: dict[str, float
             f"**the first stage alone**: the cosine of the untuned `{scorer['first_stage_model']}`, so the served "
             "order is exactly the first stage's. Nothing this build learned beat it on its held-out queries; "
             "the cross-encoder is in the folder but unweighted."
+            if scorer.get("cross_encoder", True)
+            else "no cross-encoder was trained."
         )
     return (
         "\n".join(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rerankforge.distributed import Launch
-from rerankforge.errors import MissingDependencyError
+from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.models import resolve_model
 
 
@@ -26,3 +26,22 @@ def load_cross_encoder(name: str, max_length: int) -> Any:
     except ImportError as exc:
         raise MissingDependencyError("sentence-transformers", "build", "Training") from exc
     return CrossEncoder(resolve_model(name), num_labels=1, max_length=max_length, device=device())
+
+
+def is_pretrained_reranker(name: str) -> bool:
+    """Whether ``name`` is a trained reranker (a sequence-classification model), not a plain encoder."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(name))
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"Cannot read the model config of train.backbone '{name}': {exc}. Pass a local folder, or a Hugging "
+            "Face id that is in the local cache."
+        ) from exc
+    return any(arch.endswith("ForSequenceClassification") for arch in config.architectures or [])
+
+
+def trains_cross_encoder(setting: bool | str, backbone: str) -> bool:
+    """``train.cross_encoder``: True or False as set; "auto" trains one only on a pretrained reranker."""
+    return setting if isinstance(setting, bool) else is_pretrained_reranker(backbone)
