@@ -75,6 +75,7 @@ class Bench:
 
         self.run_dir = run_dir
         self.bf16 = bf16
+        self.train_bf16 = False  # the recipes' tuning in bf16 autocast (--train-bf16)
         self.docs, self.evaluated, self.rest = real_questions(max_queries)
         self.ids = list(self.docs)
         self.base = SentenceTransformer(MINILM, device="cpu")
@@ -263,7 +264,8 @@ def tuned_row(bench: Bench, name: str, rows: list[dict[str, str]], lr: float, ep
 
     out = bench.run_dir.parent / f"bench-bi-{name}"
     started = time.time()
-    stats = tune(MINILM, rows, out, learning_rate=lr, epochs=epochs, batch_size=16, seed=13, device="cpu")
+    stats = tune(MINILM, rows, out, learning_rate=lr, epochs=epochs, batch_size=16, seed=13, device="cpu",
+                 bf16=bench.train_bf16)  # fmt: skip
     seconds = round(time.time() - started)
     model = SentenceTransformer(str(out), device="cpu")
     score = bench.bi_encoder_scores(model)
@@ -282,9 +284,11 @@ def main() -> None:
     parser.add_argument("--skip-cross-encoder", action="store_true", help="no cross-encoder-alone row")
     parser.add_argument("--bf16", action="store_true", help="tuned bi-encoders embed in bf16 (about 2x faster)")
     parser.add_argument("--control", action="store_true", help="the untuned bi-encoder through the rows' own path")
+    parser.add_argument("--train-bf16", action="store_true", help="the recipes' tuning in bf16 autocast")
     args = parser.parse_args()
     require_data()
     bench = Bench(args.run_dir, args.queries, args.top_k, bf16=args.bf16)
+    bench.train_bf16 = args.train_bf16
     cfg = read_json(args.run_dir / "config.json")
     results = [row(bench, "dense first stage (all-MiniLM-L6-v2)", bench.dense, **bench.dev_signal(None))]
     if not args.skip_build_rows:

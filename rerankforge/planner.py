@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from statistics import mean
@@ -44,11 +45,25 @@ class BuildPlan:
     chunks: int
     concurrency: int
     calibration: dict[str, Any] = field(default_factory=dict)
+    per_chunk: int = 1  # queries written per query-writing call
+    kept_per_call: float | None = None  # as the run folder's last queries stage measured it; None: not measured
 
     @property
     def total_seconds(self) -> float | None:
         times = [s.seconds for s in self.stages]
         return None if any(t is None for t in times) else sum(t for t in times if t is not None)
+
+    def training_queries_per_hour(self) -> float | None:
+        """Kept, graded queries per hour of LLM time at the calibrated rates: the measured kept share of the
+        written queries where the run folder has one, else every written query (an upper bound). Grading is
+        paid for kept queries only."""
+        seconds = {s.stage: s.seconds for s in self.stages}
+        calls = {s.stage: s.calls for s in self.stages}
+        if seconds.get("queries") is None or seconds.get("grade") is None or not calls.get("queries"):
+            return None
+        kept = calls["queries"] * (self.per_chunk if self.kept_per_call is None else self.kept_per_call)
+        spent = seconds["queries"] + seconds["grade"] * kept / max(calls["queries"] * self.per_chunk, 1)
+        return 3600 * kept / spent if spent > 0 else None
 
 
 def _chars(messages: list[dict[str, str]]) -> int:
@@ -130,7 +145,12 @@ def plan_build(
             None if seconds_grade is None else grade_calls * seconds_grade / concurrency,
         ),
     ]
-    return BuildPlan(stages=stages, chunks=len(chunks), concurrency=concurrency, calibration=calibration)
+    measured = result.run_dir / "queries" / "manifest.json"
+    kept_per_call = None
+    if measured.is_file():  # an earlier build in this run folder: its filters' measured yield
+        kept_per_call = json.loads(measured.read_text(encoding="utf-8")).get("summary", {}).get("kept_per_call")
+    return BuildPlan(stages=stages, chunks=len(chunks), concurrency=concurrency, calibration=calibration,
+                     per_chunk=qcfg.per_chunk, kept_per_call=kept_per_call)  # fmt: skip
 
 
 def _calibrate(

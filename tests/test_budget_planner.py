@@ -58,3 +58,10 @@ def test_the_dry_run_estimate_is_within_half_of_the_real_time(
     assert result.llm_stats is not None and result.llm_stats["by_stage"]["queries"] == planned["queries"]
     graded = result.llm_stats["by_stage"]["grade"]
     assert planned["grade"] <= graded <= planned["grade"] + planned["queries"]  # plus sources the top-k missed
+    # the writer keeps every query here, so the upper bound is the rate the build reached
+    kept = result.summary("queries")["queries_kept"]
+    per_hour = plan.training_queries_per_hour()
+    assert plan.kept_per_call is None and per_hour is not None
+    assert 0.5 * 3600 * kept / real <= per_hour <= 1.5 * 3600 * kept / real, (per_hour, kept, real)
+    again = plan_build(cfg, calibrate=False, llm=llm)  # the run folder now holds a measured yield
+    assert again.kept_per_call == result.summary("queries")["kept_per_call"]

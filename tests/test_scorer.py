@@ -174,6 +174,14 @@ def test_a_build_without_a_cross_encoder_serves_its_first_stage_and_drops_the_ol
     out = CliRunner().invoke(app, ["eval", str(run_dir)], env={"COLUMNS": "200"})
     assert out.exit_code == 0, out.output
     assert "The reranker is" in out.output
+    out = CliRunner().invoke(app, ["export", str(model_dir)])
+    assert out.exit_code != 0 and "holds no cross-encoder to export" in str(out.exception)
+    from rerankforge.report import write_report
+
+    write_report(run_dir, latency=False)  # its LLM-graded rows are the served scorer's, not a cross-encoder's
+    for name in ("report.md", "report.html"):
+        text = (run_dir / name).read_text()
+        assert "served scorer" in text and "cross-encoder alone" not in text, name
 
 
 @pytest.mark.slow

@@ -232,3 +232,11 @@ def _dry_run(cfg: BuildConfig) -> None:
             f"grading call {c['grade_seconds']} s, {c['chars_per_token']:.1f} characters per token, model load "
             f"{c['load_seconds']} s. Grading assumes every query is kept."
         )
+    per_hour = plan.training_queries_per_hour()
+    if per_hour is not None:
+        kept = (
+            f"{plan.kept_per_call:.2f} kept per call, as this run folder's last queries stage measured"
+            if plan.kept_per_call is not None
+            else f"all {plan.per_chunk} written per call kept, an upper bound: the filters drop some"
+        )
+        console.print(f"About {per_hour:.0f} training queries per hour of LLM time ({kept}).")

@@ -162,8 +162,14 @@ def export_command(
     quantize: Annotated[bool, typer.Option(help="Also write the int8 model.")] = True,
 ) -> None:
     """Export a cross-encoder to ONNX (fp32 + int8) beside it, with a parity check against torch."""
+    from rerankforge.serve.runtime import read_metadata
     from rerankforge.stages.export import export_model
 
+    if (read_metadata(model_dir).get("scorer") or {}).get("cross_encoder") is False:
+        raise InputError(
+            f"{model_dir} holds no cross-encoder to export: its build trained none, and its scorer's first stage "
+            "(first_stage/) is exported already. Serve it as it is."
+        )
     if not (model_dir / "config.json").is_file():
         raise InputError(f"{model_dir} has no config.json: pass a folder written by CrossEncoder.save_pretrained.")
     summary = export_model(model_dir, max_length=max_length, quantize=quantize)

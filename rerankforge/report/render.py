@@ -103,6 +103,11 @@ def _measure_latency(run_dir: Path) -> dict[str, Any] | None:
     return measure_latency(model_dir, "how do I reset the device", documents) if documents else None
 
 
+def _without_cross_encoder(evaluation: dict[str, Any]) -> bool:
+    """A build that trained no cross-encoder: its LLM-graded figures are the served scorer's own."""
+    return "cross_encoder" in evaluation and evaluation["cross_encoder"] is None
+
+
 def verdict_of(data: dict[str, Any]) -> tuple[str | None, bool | None]:
     """The headline: labelled data when there is some (it is the user's own evidence), else synthetic."""
     for source in (data["labelled"], data["evaluation"]):
@@ -130,10 +135,11 @@ def markdown_summary(data: dict[str, Any], html: Path) -> str:
             where = f"{choice['dev_queries']} held-out queries judged by their source passage"
             lines += [f"Served-scorer choice, nDCG@10 on {where}: {systems}", ""]
         alpha = ev["fusion"].get("cross_encoder_alpha", ev["fusion"]["alpha"])
+        judged = "served scorer" if _without_cross_encoder(ev) else "cross-encoder alone"
         labels = {
             "first_stage": "first stage (bi-encoder)",
-            "reranked": "cross-encoder alone (LLM grades)",
-            "fused": f"cross-encoder fused (alpha {alpha})",
+            "reranked": f"{judged} (LLM grades)",
+            "fused": f"{judged} fused (alpha {alpha})",
         }
         lines += [*_markdown_table(ev["metrics"], labels, {}, ev["main_metric"]), ""]
     card = [f"{s['name']} {s['seconds']:.0f} s" for s in data["stages"] if s.get("seconds") is not None]

@@ -92,9 +92,11 @@ def tune(
     device: str,
     progress: Any = None,
     save: bool = True,
+    bf16: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune the bi-encoder ``base`` on ``rows`` and save it to ``out_dir`` (with ``save``: under torchrun
-    every process trains and one saves); returns steps and losses."""
+    every process trains and one saves); returns steps and losses. ``bf16``: mixed precision (autocast), on a
+    CUDA GPU or a CPU with bf16 instructions."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
@@ -129,6 +131,7 @@ def tune(
         use_cpu=device == "cpu",
         disable_tqdm=True,
         batch_sampler="no_duplicates",  # a passage twice in a batch would be its own in-batch negative
+        bf16=bf16,
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), loss=loss, callbacks=[Progress()]
