@@ -151,6 +151,12 @@ def test_a_build_without_a_cross_encoder_serves_its_first_stage_and_drops_the_ol
                       "train": "ran", "evaluate": "ran", "export": "ran"}  # fmt: skip
     assert llm.calls == 0
     assert result.summary("train")["cross_encoder"].startswith("not trained (train.cross_encoder = auto")
+    from rerankforge.stages.train import _first_stage_bf16, cpu_has_bf16
+
+    # train.precision = auto: the first stage is tuned in bf16 where this CPU has bf16 instructions
+    assert result.summary("train")["first_stage"]["precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert _first_stage_bf16("auto", "cpu") is cpu_has_bf16()
+    assert _first_stage_bf16("fp32", "cpu") is False and _first_stage_bf16("bf16", "cpu") is True
     model_dir = run_dir / "model"
     # the copied run had a trained, exported cross-encoder: none of its files may pass for this build's
     assert not any((model_dir / name).exists() for name in ("config.json", "model.safetensors", "onnx", "openvino"))

