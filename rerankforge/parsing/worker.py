@@ -176,7 +176,9 @@ def _partition(path: Path, cfg: ParseConfig) -> list[Any]:
 
     kwargs: dict[str, Any] = {}
     if path.suffix.lower() == ".pdf":
-        kwargs["strategy"] = cfg.pdf_strategy
+        kwargs["strategy"] = cfg.pdf_strategy  # its languages steer OCR: left to unstructured
+    else:  # here languages only label elements (chunks carry no label), and detecting one per file took a
+        kwargs["languages"] = ["eng"]  # sixth of a Markdown file's parse; `partition` turns [""] into "detect"
     return partition(filename=str(path), **kwargs)
 
 
