@@ -8,7 +8,9 @@ left out of the totals. Run each build on a quiet machine, or its figures say li
     .venv/bin/python benchmarks/build_speed.py RUN_DIR [RUN_DIR ...]
 
 The summary gives the LLM share of the stages' wall time (queries + grade) and training queries (kept and
-judged) per CPU hour of the stages' wall time; with two runs, the second's rate over the first's.
+judged) per CPU hour of the stages' wall time; with two runs, the second's rate over the first's. Builds that
+recorded it also get the measured share: the wall time with an LLM call in flight (``busy_seconds``) over the
+stages' wall time, and the share of prompt tokens the LLM server read from its prefix cache.
 """
 
 from __future__ import annotations
@@ -132,6 +134,17 @@ def report(run_dir: Path) -> float | None:
         )
     else:
         print("  LLM: n/a (no llm_stats in build.json)")
+    if any("busy_seconds" in s for s in stats):  # builds since the LLM's busy time and prefix cache are recorded
+        busy = sum(float(s.get("busy_seconds") or 0) for s in stats)
+        all_secs = sum(
+            float(st.get("seconds") or 0) for run in runs for st in run.get("stages", []) if st.get("status") == "ran"
+        )
+        cached = sum(int(s.get("cached_prompt_tokens") or 0) for s in stats)
+        print(
+            f"  measured: {busy:.1f} s waiting on LLM calls of {all_secs:.1f} s of stages that ran, over all runs: "
+            f"LLM share {fmt(per(100 * busy, all_secs), '.1f')}%; prefix cache "
+            f"{fmt(per(100 * cached, total['prompt_tokens']), '.1f')}% of prompt tokens"
+        )
 
     if per_call and sampled and "queries" in secs:  # as if every call had been asked (none from the cache)
         secs["queries"] = per_call * sampled

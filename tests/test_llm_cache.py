@@ -364,3 +364,42 @@ def test_logprobs_and_a_samples_options_are_cached_under_their_own_key(cache_pat
     line["logprobs"][0]["top"]["3"] = -0.1  # tampered with on disk: not trusted any more
     cache_path.write_text(json.dumps(line) + "\n")
     assert LLMCache(cache_path).damaged == 1
+
+
+class SlowLLM(LLMProvider):
+    """Answers {"grade": 1} after ``delay_s``: stands for a model's latency."""
+
+    name = "slow"
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__("slow-1")
+        self.delay_s = delay_s
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        import time
+
+        time.sleep(self.delay_s)
+        return LLMReply('{"grade": 1}', prompt_tokens=10, output_tokens=3)
+
+
+def test_busy_seconds_count_calls_in_parallel_once(tmp_path: Path) -> None:
+    import time
+
+    from rerankforge.llm.hosts import map_ordered
+
+    llm = CachedLLM(SlowLLM(0.4), LLMCache(tmp_path / "cache.jsonl"), concurrency=3)
+
+    def ask(i: int) -> int | None:
+        messages = [{"role": "user", "content": f"<passage>{i}</passage>"}]
+        return llm.ask(
+            messages, GRADE_SCHEMA, template_hash="t", max_tokens=8, validate=lambda v: v["grade"], stage="g"
+        )
+
+    start = time.perf_counter()
+    assert list(map_ordered(ask, range(6), 3)) == [1] * 6
+    wall = time.perf_counter() - start
+    busy = llm.stats.busy_seconds
+    # Six calls of 0.4 s are 2.4 s of call time, three at a time: busy is the wall time they filled (0.8 s).
+    assert 0.8 <= busy <= wall and busy < 2.4
+    before = llm.stats.busy_seconds
+    assert ask(0) == 1 and llm.stats.busy_seconds == before  # answered from the run folder's cache: no LLM time

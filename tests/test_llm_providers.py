@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -74,6 +75,55 @@ def test_embedded_chat_json_follows_the_schema(gemma_provider: EmbeddedProvider)
     assert reply.output_tokens > 0
     # The chat template must put the messages into the prompt: the question alone is more than 15 tokens.
     assert reply.prompt_tokens > 15
+
+
+def _sharing_a_prefix(question: str) -> list[dict[str, str]]:
+    facts = " ".join(f"Fact {i}: the city number {i} is not a capital." for i in range(12))
+    return [
+        {"role": "system", "content": f"You answer geography questions. {facts}"},
+        {"role": "user", "content": question},
+    ]
+
+
+@pytest.mark.slow  # real generation, twice
+def test_embedded_reports_the_prompt_tokens_its_prefix_cache_served(
+    gemma_provider: EmbeddedProvider, tmp_path: Path
+) -> None:
+    from rerankforge.llm import CachedLLM, LLMCache
+
+    llm = CachedLLM(gemma_provider, LLMCache(tmp_path / "llm_cache.jsonl"))
+    for question in ('The capital of France? JSON {"answer": "..."}', 'The capital of Italy? JSON {"answer": "..."}'):
+        answer = llm.ask(
+            _sharing_a_prefix(question), CAPITAL_SCHEMA, template_hash="t", max_tokens=16, validate=str, stage="q"
+        )
+        assert answer is not None
+    stats = llm.stats
+    assert stats.calls == 2
+    # The second prompt repeats the first one's system message (over 150 tokens): llama.cpp reads it from cache.
+    assert 150 < stats.cached_prompt_tokens < stats.prompt_tokens
+
+
+def test_weight_repacking_is_tried_in_a_child_once_and_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from rerankforge.llm.embedded import REPACK_RECORD, repack_runs_here
+
+    gguf = packaged_gguf_path("gemma-3-270m-q4_k_m")  # resolved before the home moves: no re-assembly
+    monkeypatch.setenv("RERANKFORGE_HOME", str(tmp_path))
+    works = repack_runs_here(gguf)  # a real llama.cpp load and 4 tokens, in a child process
+
+    record = json.loads((tmp_path / REPACK_RECORD).read_text(encoding="utf-8"))
+    assert list(record.values()) == [works]
+    # Later calls read the record instead of probing again: flipping it flips the answer.
+    (tmp_path / REPACK_RECORD).write_text(json.dumps({k: not v for k, v in record.items()}), encoding="utf-8")
+    assert repack_runs_here(gguf) is (not works)
+    # A model the child cannot load (or a crash there) means off, with the parent unharmed.
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(64))
+    assert repack_runs_here(broken) is False
+    assert len(json.loads((tmp_path / REPACK_RECORD).read_text(encoding="utf-8"))) == 2
 
 
 def test_embedded_rejects_an_unknown_model() -> None:
@@ -295,6 +345,7 @@ def llama_server_url() -> Iterator[str]:
     params.n_ctx = 2048
     params.n_parallel = 1
     params.no_extra_bufts = True
+    params.swa_full = True  # Gemma 3 attends in sliding windows: without a full cache no prefix is reused
     params.warmup = False
     params.verbosity = -1
     params.chat_template = "gemma"
@@ -316,6 +367,17 @@ def test_openai_structured_output_through_json_schema(llama_server_url: str, loo
     _assert_capital_answer(reply.text)
     assert reply.prompt_tokens > 15 and reply.output_tokens > 0
     assert loopback_only == []
+
+
+@pytest.mark.slow  # real generation, twice
+def test_openai_reports_the_prompt_tokens_the_server_cached(llama_server_url: str) -> None:
+    provider = OpenAIProvider("gemma-3-270m", host=f"{llama_server_url}/v1", retries=0, timeout_s=60)
+
+    first = provider.chat_json(_sharing_a_prefix("The capital of France?"), CAPITAL_SCHEMA, max_tokens=16)
+    second = provider.chat_json(_sharing_a_prefix("The capital of Italy?"), CAPITAL_SCHEMA, max_tokens=16)
+
+    assert 150 < second.cached_tokens < second.prompt_tokens
+    assert first.cached_tokens < second.cached_tokens
 
 
 def test_openai_base_url_env_var_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:

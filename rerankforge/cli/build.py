@@ -164,10 +164,12 @@ def build(
         console.print(parse_table(parsed.summary))
     if result.llm_stats:
         s = result.llm_stats
+        prefix = s.get("cached_prompt_tokens", 0) / s["prompt_tokens"] if s["prompt_tokens"] else 0
+        reused = f" ({prefix:.0%} read from the server's prefix cache)" if prefix else ""
         console.print(
-            f"LLM: {s['calls']} calls ({s['cache_hits']} answered from cache), {s['prompt_tokens']} prompt + "
+            f"LLM: {s['calls']} calls ({s['cache_hits']} answered from cache), {s['prompt_tokens']} prompt{reused} + "
             f"{s['output_tokens']} output tokens, {s['invalid_outputs']} invalid outputs, {s['failed']} failed, "
-            f"{s['retries']} retried faults"
+            f"{s['retries']} retried faults; {s.get('busy_seconds', 0):.0f} s waiting on the LLM"
         )
     exported = any(s.name == "export" for s in result.stages)
     if exported and cfg.evaluate.eval_data:

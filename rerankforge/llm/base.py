@@ -31,6 +31,7 @@ class LLMReply:
     prompt_tokens: int = 0
     output_tokens: int = 0
     logprobs: list[TokenAlternatives] | None = None
+    cached_tokens: int = 0  # prompt tokens the server took from its prefix cache (0 where it does not say)
 
 
 class TransientLLMError(LLMError):

@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rerankforge.llm.base import LLMProvider, Message, TokenAlternatives, extract_json
+from rerankforge.llm.base import LLMProvider, LLMReply, Message, TokenAlternatives, extract_json
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,6 +27,8 @@ class LLMStats:
     failed: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of prompt_tokens: read from the server's prefix cache, not computed
+    busy_seconds: float = 0.0  # wall time with at least one call in flight (calls in parallel count once)
     by_stage: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -112,6 +115,22 @@ class CachedLLM:
         self.concurrency = concurrency
         self.stats = LLMStats()
         self._stats_lock = threading.Lock()
+        self._in_flight = 0
+        self._busy_since = 0.0
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        """One provider call, its wall time added to ``stats.busy_seconds`` unless another call already runs."""
+        with self._stats_lock:
+            if self._in_flight == 0:
+                self._busy_since = time.perf_counter()
+            self._in_flight += 1
+        try:
+            return self.provider.chat_json(messages, schema, max_tokens, **request)
+        finally:
+            with self._stats_lock:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self.stats.busy_seconds += time.perf_counter() - self._busy_since
 
     def key(
         self,
@@ -179,12 +198,13 @@ class CachedLLM:
         text = ""
         asked = messages
         for attempt in range(2):
-            reply = self.provider.chat_json(asked, schema, max_tokens, **request)
+            reply = self._chat(asked, schema, max_tokens, **request)
             with self._stats_lock:
                 self.stats.calls += 1
                 self.stats.by_stage[stage] = self.stats.by_stage.get(stage, 0) + 1
                 self.stats.prompt_tokens += reply.prompt_tokens
                 self.stats.output_tokens += reply.output_tokens
+                self.stats.cached_prompt_tokens += reply.cached_tokens
             text = reply.text
             try:
                 value = validate(extract_json(text))

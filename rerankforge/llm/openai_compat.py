@@ -81,4 +81,5 @@ class OpenAIProvider(LLMProvider):
             prompt_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
             logprobs=token_alternatives(content) if content else None,
+            cached_tokens=(getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0),
         )

@@ -51,11 +51,15 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
 DEFAULT_EMBEDDED_MODEL = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
 
+def rerankforge_home() -> Path:
+    """``$RERANKFORGE_HOME``, else ``~/.cache/rerankforge``: what rerankforge keeps across builds."""
+    base = os.environ.get("RERANKFORGE_HOME")
+    return Path(base) if base else Path.home() / ".cache" / "rerankforge"
+
+
 def models_home() -> Path:
     """Where assembled models live: ``$RERANKFORGE_HOME/models`` or ``~/.cache/rerankforge/models``."""
-    base = os.environ.get("RERANKFORGE_HOME")
-    root = Path(base) if base else Path.home() / ".cache" / "rerankforge"
-    return root / "models"
+    return rerankforge_home() / "models"
 
 
 def _part_paths(model: PackagedGGUF) -> list[Path]:

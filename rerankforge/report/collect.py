@@ -16,7 +16,9 @@ from rerankforge.errors import InputError
 from rerankforge.evaluation.labelled import LABELLED_RESULT
 from rerankforge.pipeline import BUILD_RECORD, STAGE_NAMES
 
-LLM_COUNTERS = ("calls", "cache_hits", "prompt_tokens", "output_tokens", "invalid_outputs", "failed")
+LLM_COUNTERS = (
+    "calls", "cache_hits", "prompt_tokens", "cached_prompt_tokens", "output_tokens", "invalid_outputs", "failed",
+)  # fmt: skip
 EXAMPLE_QUERIES = 3
 SNIPPET_CHARS = 220
 
