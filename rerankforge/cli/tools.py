@@ -162,10 +162,10 @@ def export_command(
     quantize: Annotated[bool, typer.Option(help="Also write the int8 model.")] = True,
 ) -> None:
     """Export a cross-encoder to ONNX (fp32 + int8) beside it, with a parity check against torch."""
-    from rerankforge.serve.runtime import read_metadata
+    from rerankforge.serve.runtime import has_no_cross_encoder
     from rerankforge.stages.export import export_model
 
-    if (read_metadata(model_dir).get("scorer") or {}).get("cross_encoder") is False:
+    if has_no_cross_encoder(model_dir):
         raise InputError(
             f"{model_dir} holds no cross-encoder to export: its build trained none, and its scorer's first stage "
             "(first_stage/) is exported already. Serve it as it is."

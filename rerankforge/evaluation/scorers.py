@@ -25,12 +25,6 @@ def _has_torch_weights(folder: Path) -> bool:
     return any((folder / n).is_file() for n in ("model.safetensors", "pytorch_model.bin"))
 
 
-def _without_cross_encoder(folder: Path) -> bool:
-    from rerankforge.serve.runtime import read_metadata
-
-    return (read_metadata(folder).get("scorer") or {}).get("cross_encoder") is False
-
-
 def load_scorer(
     model: str | Path, *, onnx: bool | None = None, int8: bool | None = None, max_length: int = 512
 ) -> Scorer:
@@ -44,14 +38,14 @@ def load_scorer(
         int8: with ONNX, the int8 model; ``None``: what the build recommended for serving.
         max_length: torch only: tokens of (query, document).
     """
-    from rerankforge.serve.runtime import read_metadata
+    from rerankforge.serve.runtime import has_no_cross_encoder, read_metadata
 
     folder = Path(model)
     is_folder = folder.is_dir()
     alpha = read_metadata(folder).get("fusion_alpha") if is_folder else None
     if is_folder and onnx is None:
         # a build's folder is scored as it is served: its scorer (first stage and cross-encoder) in ONNX
-        exported = (folder / "onnx" / "model.onnx").is_file() or _without_cross_encoder(folder)
+        exported = (folder / "onnx" / "model.onnx").is_file() or has_no_cross_encoder(folder)
         onnx = exported and (not _has_torch_weights(folder) or "scorer" in read_metadata(folder))
     if onnx:
         if not is_folder:
@@ -61,7 +55,7 @@ def load_scorer(
         reranker = Reranker(folder, quantized=int8)
         kind = f"onnx {reranker.variant}"
         return Scorer(name=str(model), score=reranker.logits, kind=kind, fusion_alpha=alpha)
-    if is_folder and _without_cross_encoder(folder):
+    if is_folder and has_no_cross_encoder(folder):
         raise InputError(
             f"{folder} holds no cross-encoder to load with torch (its build trained none): score it in ONNX, "
             "as it is served."

@@ -70,6 +70,21 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+def _measuring_tokenizer(path: Path) -> Any:
+    """The model's tokenizer with no padding and no truncation: it measures a text's full length."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def has_no_cross_encoder(model_dir: Path) -> bool:
+    """The folder's build trained no cross-encoder: its scorer is the first stage alone (``first_stage/``)."""
+    return (read_metadata(model_dir).get("scorer") or {}).get("cross_encoder") is False
+
+
 @contextlib.contextmanager
 def telemetry_off() -> Iterator[None]:
     """For imports of OpenVINO and NNCF: on import they report usage to Google Analytics unless a consent file
@@ -228,7 +243,7 @@ class Reranker:
         self.long_documents: LongDocuments = long_documents
         self.threads = threads or usable_cores()
         self.first_stage: OnnxEmbedder | None = None
-        if scorer.get("cross_encoder") is False:  # the build trained no cross-encoder: the first stage alone
+        if has_no_cross_encoder(self.model_dir):
             if cross_encoder_only:
                 raise InputError(
                     f"{self.model_dir} holds no cross-encoder (its build trained none): score it with its scorer, "
@@ -265,9 +280,7 @@ class Reranker:
         self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length, strategy="longest_first")
-        self._measure = Tokenizer.from_file(str(tokenizer_path))
-        self._measure.no_padding()
-        self._measure.no_truncation()
+        self._measure = _measuring_tokenizer(tokenizer_path)
         self._pair_specials = self.tokenizer.num_special_tokens_to_add(is_pair=True)
         self._engine: Any = engine_class(model_path, self.threads)
         self.input_names = self._engine.input_names
@@ -285,8 +298,6 @@ class Reranker:
     def _first_stage_only(self, scorer: dict[str, Any]) -> None:
         """A model folder without a cross-encoder: its scorer is the first stage's cosine (``variant`` and
         ``quantized`` choose a cross-encoder's file, so they do not apply)."""
-        from tokenizers import Tokenizer
-
         embedder = OnnxEmbedder(
             self.model_dir / scorer.get("first_stage", "first_stage"),
             threads=self.threads,
@@ -304,9 +315,7 @@ class Reranker:
         self.max_length = embedder.max_length
         self.pad_id = embedder.pad_id
         self.tokenizer = embedder.tokenizer
-        self._measure = Tokenizer.from_file(str(embedder.folder / "tokenizer.json"))
-        self._measure.no_padding()
-        self._measure.no_truncation()
+        self._measure = _measuring_tokenizer(embedder.folder / "tokenizer.json")
         self._pair_specials = self._measure.num_special_tokens_to_add(is_pair=False)  # a document is embedded alone
         self._engine = None
         self.input_names = embedder.input_names
