@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from rerankforge.index.vector_cache import VectorCache
 
@@ -49,3 +50,23 @@ def test_a_cache_that_cannot_be_written_still_gives_the_vectors(tmp_path: Path) 
     calls: list[list[str]] = []
     vectors = VectorCache("some-model", blocked / "embeddings").embed(["alpha", "beta"], _fake_encoder(calls))
     assert vectors.shape == (2, 3) and calls == [["alpha", "beta"]]
+
+
+def test_chunks_are_embedded_by_the_bi_encoders_onnx_export_as_torch_would(
+    minilm_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rerankforge.config import MineConfig
+    from rerankforge.index.embedding import embed, embed_documents, load_bi_encoder
+
+    monkeypatch.setenv("RERANKFORGE_HOME", str(tmp_path))
+    cfg = MineConfig(bi_encoder=minilm_path, batch_size=4)
+    texts = ["The dock needs a 16 A circuit.", "Leave policy", "Glaucoma damages the optic nerve " * 12, "x"]
+
+    fast = embed_documents(cfg, texts)
+    exported = list((tmp_path / "first_stage").iterdir())  # made once, reused by later builds and the export
+    torch_vectors = embed(load_bi_encoder(minilm_path).encode_document, texts, 4)
+
+    assert len(exported) == 1 and (exported[0] / "onnx" / "model.onnx").is_file()
+    assert fast.shape == torch_vectors.shape == (4, 384)
+    assert np.abs(fast - torch_vectors).max() < 1e-4
+    assert np.array_equal(np.argsort(-(fast @ fast[2])), np.argsort(-(torch_vectors @ torch_vectors[2])))

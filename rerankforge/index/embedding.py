@@ -6,6 +6,7 @@ Shared by the queries stage (the round trip), the mine stage, evaluation and exp
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from rerankforge.config import MineConfig
 from rerankforge.index.vector_cache import VectorCache
 from rerankforge.models import resolve_model
+
+logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)  # the queries stage's round trip and this stage share one loaded model
@@ -38,9 +41,27 @@ def embed(encode: Any, texts: list[str], batch_size: int) -> np.ndarray:
 def embed_chunks(cfg: MineConfig, texts: list[str]) -> tuple[np.ndarray, int]:
     """Document vectors of ``texts`` with the first stage's bi-encoder, from the cross-build cache where it has
     them (``mine.vector_cache``); also how many came from the cache."""
-    model = load_bi_encoder(cfg.bi_encoder)
     if not cfg.vector_cache:
-        return embed(model.encode_document, texts, cfg.batch_size), 0
+        return embed_documents(cfg, texts), 0
     cache = VectorCache(resolve_model(cfg.bi_encoder))
-    vectors = cache.embed(texts, lambda todo: embed(model.encode_document, todo, cfg.batch_size))
+    vectors = cache.embed(texts, lambda todo: embed_documents(cfg, todo))
     return vectors, cache.hits
+
+
+def embed_documents(cfg: MineConfig, texts: list[str]) -> np.ndarray:
+    """Document vectors of ``texts``, computed. On a CPU by the bi-encoder's own ONNX export in onnxruntime (the
+    export the model folder gets; 2x torch's speed here, and within 1e-4 of torch's vectors, which the export
+    checks); on a GPU, or where no export can be made, by torch."""
+    if not _has_cuda():
+        from rerankforge.serve.embedder import OnnxEmbedder
+        from rerankforge.serve.runtime import usable_cores
+        from rerankforge.training.bi_encoder import untuned_export
+
+        try:
+            folder, _ = untuned_export(cfg.bi_encoder)
+            embedder = OnnxEmbedder(folder, threads=usable_cores(), batch_size=cfg.batch_size)
+        except Exception as exc:  # no writable home, no onnxruntime, a model the tracer cannot export: torch
+            logger.warning("Embedding with torch: the bi-encoder's ONNX export is not available (%s)", exc)
+        else:
+            return embedder.embed(texts, "document")
+    return embed(load_bi_encoder(cfg.bi_encoder).encode_document, texts, cfg.batch_size)

@@ -366,8 +366,6 @@ def _timed(reranker: Reranker, pairs: list[tuple[str, str]]) -> float:
 
 def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, Any]) -> tuple[dict, dict]:
     """The scorer's first stage (tuned or not, as the evaluate stage chose) in ``model/first_stage``, torch-free."""
-    from rerankforge.index.embedding import load_bi_encoder
-    from rerankforge.models import resolve_model
     from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, export_first_stage
 
     target = model_dir / FIRST_STAGE_DIR
@@ -380,31 +378,23 @@ def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, An
         parity = export_first_stage(bi_encoder, target, opset=ctx.config.export.opset)
     else:
         name = ctx.config.mine.bi_encoder
-        parity = _untuned_first_stage(load_bi_encoder(name), resolve_model(name), target, ctx.config.export.opset)
+        parity = _untuned_first_stage(name, target, ctx.config.export.opset)
     scorer = {**chosen, "first_stage": FIRST_STAGE_DIR, "first_stage_tuned": chosen["first_stage"] == "tuned",
               "first_stage_model": name}  # fmt: skip
     return scorer, {"model": name, **parity}
 
 
-def _untuned_first_stage(bi_encoder: Any, resolved: str, target: Path, opset: int) -> dict[str, Any]:
+def _untuned_first_stage(name: str, target: Path, opset: int) -> dict[str, Any]:
     """The untuned bi-encoder's export, made once per model and copied from $RERANKFORGE_HOME afterwards."""
-    from rerankforge.index.vector_cache import cache_home, model_fingerprint
-    from rerankforge.training.bi_encoder import export_first_stage
+    from rerankforge.index.embedding import load_bi_encoder
+    from rerankforge.training.bi_encoder import export_first_stage, untuned_export
 
-    cached = cache_home() / "first_stage" / f"{model_fingerprint(resolved)}-opset{opset}-v{VERSION}"
-    parity_file = cached / "parity.json"
-    if not parity_file.is_file():
-        staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            write_json(staging / "parity.json", export_first_stage(bi_encoder, staging, opset=opset))
-            shutil.rmtree(cached, ignore_errors=True)
-            os.replace(staging, cached)
-        except OSError:  # a home that cannot be written: export straight into the model folder
-            shutil.rmtree(staging, ignore_errors=True)
-            return export_first_stage(bi_encoder, target, opset=opset)
+    try:
+        cached, parity = untuned_export(name, opset)
+    except OSError:  # a home that cannot be written: export straight into the model folder
+        return export_first_stage(load_bi_encoder(name), target, opset=opset)
     shutil.copytree(cached, target, ignore=shutil.ignore_patterns("parity.json"))
-    return json.loads(parity_file.read_text(encoding="utf-8"))
+    return parity
 
 
 def run(ctx: StageContext) -> StageResult:

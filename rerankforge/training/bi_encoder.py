@@ -15,8 +15,10 @@ model's own pooling and an L2 normalisation, read by :class:`rerankforge.serve.e
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
+import os
 import random
 import shutil
 from pathlib import Path
@@ -32,6 +34,7 @@ from rerankforge.training.onnx_trace import trace_to_onnx
 logger = logging.getLogger(__name__)
 
 TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
+UNTUNED_EXPORT_VERSION = "1"  # of the cached exports in $RERANKFORGE_HOME/first_stage: bump when they change
 SCALE = 20.0  # cosine scale of the loss, and the first stage's weight in the served score
 
 
@@ -149,6 +152,34 @@ def tune(
         "loss_first": round(float(np.mean(losses[:3])), 4) if losses else None,
         "loss_last": round(float(np.mean(losses[-3:])), 4) if losses else None,
     }
+
+
+def untuned_export(name: str, opset: int = 17) -> tuple[Path, dict[str, Any]]:
+    """The bi-encoder ``name`` as it is, exported for onnxruntime once per model and opset into
+    ``$RERANKFORGE_HOME/first_stage``, and its parity figures. The build embeds its chunks with it and the
+    export stage copies it into a model folder that serves the untuned first stage.
+
+    Raises OSError when that folder cannot be written, :class:`StageError` when the export fails its parity check.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge.index.vector_cache import cache_home, model_fingerprint
+    from rerankforge.models import resolve_model
+
+    resolved = resolve_model(name)
+    cached = cache_home() / "first_stage" / f"{model_fingerprint(resolved)}-opset{opset}-e{UNTUNED_EXPORT_VERSION}"
+    parity_file = cached / "parity.json"
+    if not parity_file.is_file():
+        staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            model = SentenceTransformer(resolved, device="cpu")  # its own copy: the export switches it to eager
+            write_json(staging / "parity.json", export_first_stage(model, staging, opset=opset))
+            shutil.rmtree(cached, ignore_errors=True)
+            os.replace(staging, cached)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return cached, json.loads(parity_file.read_text(encoding="utf-8"))
 
 
 def save_folder(model: Any, out_dir: Path, origin: str) -> None:
