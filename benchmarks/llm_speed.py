@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from rerankforge.artifacts import Chunk, Query, read_jsonl
 from rerankforge.config import BuildConfig
 from rerankforge.llm.embedded import EmbeddedProvider
@@ -107,7 +109,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=8, help="query-writing and grading calls per setting")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--model", default=None, help="a GGUF path or packaged name (default: the packaged 1.5B)")
-    parser.add_argument("--settings", default="repack,no-repack", help="comma-separated: repack, no-repack")
+    parser.add_argument(
+        "--settings",
+        default="repack,no-repack",
+        help="comma-separated: repack, no-repack, ram-cache (repack, and llama.cpp's host-RAM prompt cache on)",
+    )
     args = parser.parse_args()
     writing, grading = prompts(args.run_dir, args.calls)
     answers: dict[str, list[str]] = {}
@@ -115,11 +121,17 @@ def main() -> None:
     header = ("setting", "calls", "s per call", "prompt tok", "prefix cache hit", "prompt tok/s", "output tok",
               "output tok/s", "outside llama.cpp")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    raws = {}
+    raws, grown = {}, {}
     for setting in args.settings.split(","):
-        provider = EmbeddedProvider(args.model, threads=args.threads, repack=setting == "repack")
+        provider = EmbeddedProvider(
+            args.model,
+            threads=args.threads,
+            repack=setting != "no-repack",
+            ram_cache_mib=8192 if setting == "ram-cache" else 0,
+        )
         ask(provider, *grading[0])  # warm-up: first-touch of the weights, not counted
         provider._server.handle_completions({"prompt": "x", "n_predict": 0, "cache_prompt": False})
+        rss = psutil.Process().memory_info().rss
         for name, calls in (("write queries", writing), ("grade", grading)):
             rows = [ask(provider, *call) for call in calls]
             answers[f"{setting} {name}"] = [r["text"] for r in rows]
@@ -131,19 +143,20 @@ def main() -> None:
                 for k, v in summary.items()
             ]
             print("| " + " | ".join(cells) + " |", flush=True)
+        grown[setting] = (psutil.Process().memory_info().rss - rss) / 2**20
         raws[setting] = raw(provider)
         provider.close()
         del provider
     print()
     for setting, (pp, tg) in raws.items():
         print(f"raw llama.cpp, {setting}: pp512 {pp:.1f} tok/s, tg64 {tg:.1f} tok/s (no grammar, no cache)")
+        print(f"  memory grown over its {2 * args.calls} calls: {grown[setting]:.0f} MiB")
     settings = args.settings.split(",")
-    if len(settings) == 2:
+    for other in settings[1:]:
         for name in ("write queries", "grade"):
-            a, b = answers[f"{settings[0]} {name}"], answers[f"{settings[1]} {name}"]
-            print(
-                f"{name}: {sum(x == y for x, y in zip(a, b, strict=True))} of {len(a)} answers the same in both"
-            )
+            a, b = answers[f"{settings[0]} {name}"], answers[f"{other} {name}"]
+            same = sum(x == y for x, y in zip(a, b, strict=True))
+            print(f"{name}: {same} of {len(a)} answers the same with {settings[0]} and {other}")
 
 
 if __name__ == "__main__":
