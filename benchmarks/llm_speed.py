@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a GGUF path or packaged name (default: the packaged 1.5B)")
     parser.add_argument(
         "--settings",
-        default="repack,no-repack",
-        help="comma-separated: repack, no-repack, ram-cache (repack, and llama.cpp's host-RAM prompt cache on)",
+        default="default,no-repack",
+        help="comma-separated: default (the provider's own), no-repack, no-ram-cache (llama.cpp's RAM prompt cache)",
     )
     args = parser.parse_args()
     writing, grading = prompts(args.run_dir, args.calls)
@@ -127,7 +127,7 @@ def main() -> None:
             args.model,
             threads=args.threads,
             repack=setting != "no-repack",
-            ram_cache_mib=8192 if setting == "ram-cache" else 0,
+            ram_cache_mib=0 if setting == "no-ram-cache" else None,
         )
         ask(provider, *grading[0])  # warm-up: first-touch of the weights, not counted
         provider._server.handle_completions({"prompt": "x", "n_predict": 0, "cache_prompt": False})

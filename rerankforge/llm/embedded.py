@@ -108,7 +108,7 @@ class EmbeddedProvider(LLMProvider):
         threads: int | None = None,
         chat_template: str | None = None,
         repack: bool | None = None,
-        ram_cache_mib: int = 0,
+        ram_cache_mib: int | None = None,
         **kwargs: Any,
     ) -> None:
         path = resolve_gguf(model)
@@ -123,9 +123,10 @@ class EmbeddedProvider(LLMProvider):
         params.n_parallel = 1
         params.cache_prompt = True  # calls share a prefix (instructions, then a passage): reuse its KV cache
         params.swa_full = True  # else a sliding-window model (Gemma 3) can never reuse a cached prefix
-        # llama.cpp also copies every prompt's KV state to host RAM (up to 8 GiB) for later prompts to start from;
-        # a build reads each prompt once and the slot keeps the prefix the next call shares, so it buys nothing
-        params.cache_ram_mib = ram_cache_mib
+        # llama.cpp's host-RAM prompt cache (default 8 GiB; the process grows by a prompt's KV state a call) stays
+        # on: without it grading calls read 68% of their prompt from cache instead of 82% (2.0 s a call, not 1.4)
+        if ram_cache_mib is not None:
+            params.cache_ram_mib = ram_cache_mib
         self.repack = repack_runs_here(path) if repack is None else repack
         params.no_extra_bufts = not self.repack
         params.warmup = False
