@@ -109,6 +109,7 @@ class EmbeddedProvider(LLMProvider):
         chat_template: str | None = None,
         repack: bool | None = None,
         ram_cache_mib: int | None = None,
+        swa_full: bool = False,
         **kwargs: Any,
     ) -> None:
         path = resolve_gguf(model)
@@ -122,7 +123,9 @@ class EmbeddedProvider(LLMProvider):
         params.n_ctx = num_ctx
         params.n_parallel = 1
         params.cache_prompt = True  # calls share a prefix (instructions, then a passage): reuse its KV cache
-        params.swa_full = True  # else a sliding-window model (Gemma 3) can never reuse a cached prefix
+        # A sliding-window model (Gemma 3) reuses a cached prefix only with a full-size cache. Off by default: the
+        # planner's calibration does not yet model prefix reuse, and its estimate for such models assumes none.
+        params.swa_full = swa_full
         # llama.cpp's host-RAM prompt cache (default 8 GiB; the process grows by a prompt's KV state a call) stays
         # on: without it grading calls read 68% of their prompt from cache instead of 82% (2.0 s a call, not 1.4)
         if ram_cache_mib is not None:
