@@ -49,8 +49,20 @@ def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open(encoding="utf-8")]
 
 
-def real_questions(max_queries: int) -> tuple[dict[str, str], list[tuple[str, dict[str, int]]], list]:
-    """corpus, the evaluated (question, qrels) in served_quality.py's order, and the rest for the oracle."""
+SOURCES = ("CancerGov", "GARD", "GHR")  # medquad-dev's three sources: a document id starts with its source
+
+
+def source_of(doc_id: str) -> str:
+    return doc_id.split("_", 1)[0]
+
+
+def real_questions(
+    max_queries: int, per_source: int = 0
+) -> tuple[dict[str, str], list[tuple[str, dict[str, int]]], list]:
+    """corpus, the evaluated (question, qrels) in served_quality.py's order, and the rest for the oracle.
+
+    With ``per_source``, each source's questions are topped up from the same seeded order until it has that many
+    among the evaluated (the first ``max_queries`` stay first: they are the 500 of the overall rows)."""
     docs = {d["_id"]: (d.get("title", "") + ". " + d["text"]).strip(". ") for d in jsonl(DATA / "corpus.jsonl")}
     text = {q["_id"]: q["text"] for q in jsonl(DATA / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}
@@ -60,7 +72,18 @@ def real_questions(max_queries: int) -> tuple[dict[str, str], list[tuple[str, di
             qrels.setdefault(text[q], {})[d] = int(g)
     picked = sorted(qrels)
     random.Random(42).shuffle(picked)
-    return docs, [(q, qrels[q]) for q in picked[:max_queries]], [(q, qrels[q]) for q in picked[max_queries:]]
+    evaluated = picked[:max_queries]
+    if per_source:
+        counts = {source: 0 for source in SOURCES}
+        for q in evaluated:
+            counts[source_of(next(iter(qrels[q])))] += 1
+        for q in picked[max_queries:]:
+            source = source_of(next(iter(qrels[q])))
+            if counts[source] < per_source:
+                evaluated.append(q)
+                counts[source] += 1
+    chosen = set(evaluated)
+    return docs, [(q, qrels[q]) for q in evaluated], [(q, qrels[q]) for q in picked if q not in chosen]
 
 
 def ndcg(ranked: list[str], rel: dict[str, int]) -> float:
@@ -70,13 +93,15 @@ def ndcg(ranked: list[str], rel: dict[str, int]) -> float:
 
 
 class Bench:
-    def __init__(self, run_dir: Path, max_queries: int, k: int, bf16: bool = False) -> None:
+    def __init__(self, run_dir: Path, max_queries: int, k: int, bf16: bool = False, per_source: int = 0) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.run_dir = run_dir
         self.bf16 = bf16
         self.train_bf16 = False  # the recipes' tuning in bf16 autocast (--train-bf16)
-        self.docs, self.evaluated, self.rest = real_questions(max_queries)
+        self.docs, self.evaluated, self.rest = real_questions(max_queries, per_source)
+        self.overall = min(max_queries, len(self.evaluated))  # the first ones: the overall rows' questions
+        self.sources = [source_of(next(iter(rel))) for _, rel in self.evaluated]
         self.ids = list(self.docs)
         self.base = SentenceTransformer(MINILM, device="cpu")
         started = time.time()
@@ -154,23 +179,40 @@ class Bench:
         for style in sorted({q.style for q in dev if q.style}):  # each query style's own signal
             mine = [v for v, q in zip(values, dev, strict=True) if q.style == style]
             out[f"dev_{style}"] = round(float(np.mean(mine)), 4)
+        for source in SOURCES:  # and each source's, by the file its passage came from
+            mine = [v for v, q in zip(values, dev, strict=True)
+                    if Path(chunks[q.chunk_id].source).name.startswith(source)]  # fmt: skip
+            if mine:
+                out[f"dev_{source}"] = round(float(np.mean(mine)), 4)
         return out
 
 
-def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
-    d = np.asarray(values) - np.asarray(bench.dense)
-    p = float(ttest_rel(values, bench.dense, alternative="greater").pvalue) if np.any(d != 0) else None
-    out = {
-        "recipe": name,
+def compare(values: list[float], dense: list[float]) -> dict[str, object]:
+    """nDCG@10 against dense on the same questions: gain, the paired one-sided t-test, wins and losses."""
+    d = np.asarray(values) - np.asarray(dense)
+    p = float(ttest_rel(values, dense, alternative="greater").pvalue) if np.any(d != 0) else None
+    return {
         "ndcg@10": round(float(np.mean(values)), 4),
-        "dense": round(float(np.mean(bench.dense)), 4),
+        "dense": round(float(np.mean(dense)), 4),
         "gain": round(float(d.mean()), 4),
         "p_greater": p,
         "wins": int((d > 0).sum()),
         "losses": int((d < 0).sum()),
         "questions": len(values),
-        **extra,
     }
+
+
+def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
+    n = bench.overall
+    out: dict[str, object] = {"recipe": name, **compare(values[:n], bench.dense[:n]), **extra}
+    if len(values) > n:  # --per-source: each source on its own questions
+        out["per_source"] = {
+            source: compare(
+                [v for v, s in zip(values, bench.sources, strict=True) if s == source],
+                [v for v, s in zip(bench.dense, bench.sources, strict=True) if s == source],
+            )
+            for source in SOURCES
+        }
     print(json.dumps(out))
     with open(bench.run_dir / "scorer_results.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(out) + "\n")
@@ -179,7 +221,30 @@ def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
 
 # the build's rule; the best other candidate, grades ignored; another file; the build's rule with the source file's
 # other chunks first. A count after the name (``build3``) asks for that many negatives per query.
-NEGATIVES = ("build", "dense", "random", "samefile")
+# none: the batch's other passages only; samefar: samefile without the source's neighbours (two chunks either side
+# in its file: often the same answer cut in pieces, a false negative)
+NEGATIVES = ("build", "dense", "random", "samefile", "samefar", "none")
+NEIGHBOURS = 2
+
+
+def chunk_position(chunk_id: str) -> tuple[str, int]:
+    """(file, index) of a chunk id ``file#index``."""
+    source, _, index = chunk_id.rpartition("#")
+    return source, int(index) if index.isdigit() else -1
+
+
+def without_neighbours(candidates: dict[str, CandidateList], queries: list[Query]) -> dict[str, CandidateList]:
+    source = {q.id: chunk_position(q.chunk_id) for q in queries}
+    kept = {}
+    for query_id, found in candidates.items():
+        if query_id not in source:
+            continue
+        file, index = source[query_id]
+        far = [c for c in found.candidates
+               if c.chunk_id == f"{file}#{index}" or chunk_position(c.chunk_id)[0] != file
+               or abs(chunk_position(c.chunk_id)[1] - index) > NEIGHBOURS]  # fmt: skip
+        kept[query_id] = found.model_copy(update={"candidates": far})
+    return kept
 
 
 def build_split(run_dir: Path) -> Path:
@@ -193,13 +258,21 @@ def build_split(run_dir: Path) -> Path:
         cfg = read_json(run_dir / "config.json")
         chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
         queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
-        judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
-        relevant = sorted({j.query_id for j in judgments if j.grade >= cfg["grade"]["positive_min_grade"]})
+        judgments = build_judgments(run_dir)
+        bad = {j.query_id for j in judgments if j.grade < cfg["grade"]["positive_min_grade"]}
+        relevant = sorted(q.id for q in queries if q.id not in bad)  # ungraded queries count as fitting
         files = {q.id: chunks[q.chunk_id].source for q in queries}
         train, dev = split_queries(relevant, cfg["train"]["dev_fraction"], cfg["train"]["seed"], files=files)
         path.parent.mkdir(exist_ok=True)
         write_json(path, {"train": train, "dev": dev})
     return path
+
+
+def build_judgments(run_dir: Path) -> list[Judgment]:
+    """The grade stage's judgments; none for a build stopped before grading (every kept query then counts as
+    fitting its source passage, as the grader said of all of them in the measured builds)."""
+    path = run_dir / "grade" / "judgments.jsonl"
+    return read_jsonl(path, Judgment) if path.is_file() else []
 
 
 def titled(chunk: Chunk) -> Chunk:
@@ -224,7 +297,7 @@ def synthetic_triplets(
     kept = [q for q in queries if q.id in train and (not styles or q.style in styles)]
     kept = kept[: max(2, round(len(kept) * share))]
     candidates = {c.query_id: c for c in read_jsonl(run_dir / "mine" / "candidates.jsonl", CandidateList)}
-    judgments = read_jsonl(run_dir / "grade" / "judgments.jsonl", Judgment)
+    judgments = build_judgments(run_dir)
     matched = re.fullmatch(r"([a-z]+)(\d*)", negatives)
     kind, count = matched.groups() if matched else ("", "")
     if kind not in NEGATIVES:
@@ -235,6 +308,10 @@ def synthetic_triplets(
         judgments = [j for j in judgments if source[j.query_id] == j.chunk_id]
     if negatives == "random":
         candidates = {}
+    if negatives == "none":
+        count = "0"
+    if negatives == "samefar":
+        candidates = without_neighbours(candidates, queries)
     return training_triplets(
         kept,
         chunks,
@@ -243,9 +320,48 @@ def synthetic_triplets(
         positive_min_grade=cfg["grade"]["positive_min_grade"],
         negative_max_grade=cfg["grade"]["negative_max_grade"],
         seed=13,
-        negatives=int(count or 1),
-        same_file_first=negatives == "samefile",
+        negatives=int(count) if count else 1,
+        same_file_first=negatives in ("samefile", "samefar"),
     )
+
+
+def remined_triplets(run_dir: Path, model_dir: Path, cfg: dict, negatives: int, bf16: bool) -> list[dict[str, str]]:
+    """A second round at no LLM cost (self-training): the training queries' candidates mined again over every
+    chunk by the first round's tuned bi-encoder, and the build's rule (the source file's first) on them."""
+    import contextlib
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge.artifacts import Candidate
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    chunk_list = read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)
+    chunks = {c.id: c for c in chunk_list}
+    queries = read_jsonl(run_dir / "queries" / "queries.jsonl", Query)
+    train = set(read_json(build_split(run_dir))["train"])
+    kept = [q for q in queries if q.id in train]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    started = time.time()
+    with autocast:
+        docs = model.encode_document([c.text for c in chunk_list], normalize_embeddings=True, batch_size=64)
+        vectors = model.encode_query([q.text for q in kept], normalize_embeddings=True, batch_size=64)
+    print(f"round 2: {len(chunk_list)} chunks and {len(kept)} queries embedded in {time.time() - started:.0f} s")
+    top_k = cfg["mine"]["top_k"]
+    candidates = {}
+    for query, vector in zip(kept, vectors, strict=True):
+        scores = docs @ vector
+        best = np.argsort(-scores)[:top_k]
+        candidates[query.id] = CandidateList(
+            query_id=query.id,
+            candidates=[
+                Candidate(chunk_id=chunk_list[i].id, score=float(scores[i]), rank=r) for r, i in enumerate(best)
+            ],
+        )
+    return training_triplets(kept, chunks, candidates, build_judgments(run_dir),
+                             positive_min_grade=cfg["grade"]["positive_min_grade"],
+                             negative_max_grade=cfg["grade"]["negative_max_grade"], seed=13, negatives=negatives,
+                             same_file_first=True)  # fmt: skip
 
 
 def oracle_triplets(bench: Bench, n: int) -> list[dict[str, str]]:
@@ -278,16 +394,18 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--per-source", type=int, default=0, help="also each source on this many of its questions")
     parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES[:TITLED]]]]")
     parser.add_argument("--oracle", type=int, nargs="*", default=[], help="real training questions (oracle rows)")
     parser.add_argument("--skip-build-rows", action="store_true", help="only the recipes and oracle rows")
+    parser.add_argument("--second-round", nargs="*", default=[], help="recipes to tune again on re-mined negatives")
     parser.add_argument("--skip-cross-encoder", action="store_true", help="no cross-encoder-alone row")
     parser.add_argument("--bf16", action="store_true", help="tuned bi-encoders embed in bf16 (about 2x faster)")
     parser.add_argument("--control", action="store_true", help="the untuned bi-encoder through the rows' own path")
     parser.add_argument("--train-bf16", action="store_true", help="the recipes' tuning in bf16 autocast")
     args = parser.parse_args()
     require_data()
-    bench = Bench(args.run_dir, args.queries, args.top_k, bf16=args.bf16)
+    bench = Bench(args.run_dir, args.queries, args.top_k, bf16=args.bf16, per_source=args.per_source)
     bench.train_bf16 = args.train_bf16
     cfg = read_json(args.run_dir / "config.json")
     results = [row(bench, "dense first stage (all-MiniLM-L6-v2)", bench.dense, **bench.dev_signal(None))]
@@ -321,6 +439,11 @@ def main() -> None:
         rows = synthetic_triplets(args.run_dir, fraction, cfg, negatives, styles, with_titles)
         results.append(tuned_row(bench, name, rows, float(lr), float(epochs), share=fraction, negatives=negatives,
                                  styles=sorted(styles) if styles else "all", titled=with_titles))  # fmt: skip
+    for name in args.second_round:  # after the recipe NAME: its model mines the negatives of a second tuning
+        first = next(r for r in args.recipes if r.split(":")[0] == name).split(":")
+        lr, epochs = float(first[1]), float(first[2])
+        rows = remined_triplets(args.run_dir, args.run_dir.parent / f"bench-bi-{name}", cfg, 3, args.bf16)
+        results.append(tuned_row(bench, f"{name}-round2", rows, lr, epochs, negatives="remined samefile3"))
     for n in args.oracle:
         results.append(tuned_row(bench, f"oracle-{n}-real", oracle_triplets(bench, n), 5e-5, 2.0))
     for column in sorted({key for r in results for key in r if key.startswith("dev")}):

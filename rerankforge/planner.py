@@ -21,6 +21,7 @@ from statistics import mean
 from typing import Any
 
 from rerankforge.artifacts import Chunk, read_jsonl
+from rerankforge.budget import KEPT_SHARE, SECONDS_PER_KEPT_QUERY, seconds_after_queries
 from rerankforge.config import BuildConfig
 from rerankforge.pipeline import ProgressCallback, build
 
@@ -47,6 +48,13 @@ class BuildPlan:
     calibration: dict[str, Any] = field(default_factory=dict)
     per_chunk: int = 1  # queries written per query-writing call
     kept_per_call: float | None = None  # as the run folder's last queries stage measured it; None: not measured
+    budget_seconds: float | None = None  # the build's time budget, which sized the query calls
+    parse_seconds: float = 0.0  # what parsing took in this plan (0 when an earlier parse was reused)
+
+    def expected_kept(self) -> float:
+        """Kept queries the query calls should give: the run folder's measured yield, else MedQuAD's."""
+        calls = next(s.calls for s in self.stages if s.stage == "queries")
+        return calls * (self.kept_per_call if self.kept_per_call is not None else KEPT_SHARE * self.per_chunk)
 
     @property
     def total_seconds(self) -> float | None:
@@ -70,15 +78,6 @@ def _chars(messages: list[dict[str, str]]) -> int:
     return sum(len(m["content"]) for m in messages)
 
 
-def grades_per_query(config: BuildConfig, n_chunks: int | None = None) -> int:
-    """Pairs the LLM grades per kept query: its top-k candidates (the source chunk usually among them, graded
-    on top when the first stage misses it), or with ``grade.top_k`` its source and that many others."""
-    top_k = min(config.mine.top_k, n_chunks) if n_chunks else config.mine.top_k
-    if config.grade.top_k is None:
-        return top_k
-    return min(config.grade.top_k, max(top_k - 1, 0)) + 1
-
-
 def plan_build(
     config: BuildConfig, *, calibrate: bool = True, llm: Any = None, progress: ProgressCallback | None = None
 ) -> BuildPlan:
@@ -90,13 +89,16 @@ def plan_build(
         llm: an :class:`~rerankforge.llm.base.LLMProvider` to use instead of the one ``config.llm`` names.
         progress: callback for the parse stage's progress bar.
     """
+    from rerankforge.stages import grade_pairs_per_query
     from rerankforge.stages.queries import assign_styles, load_examples, queries_schema, sample_chunks
     from rerankforge.templates import load_template
 
+    started = time.perf_counter()
     result = build(config, until="parse", progress=progress, llm=llm)
+    parse_seconds = time.perf_counter() - started if result.stages[0].status == "ran" else 0.0
     chunks = read_jsonl(result.run_dir / "parse" / "chunks.jsonl", Chunk)
     qcfg, gcfg = config.queries, config.grade
-    sample = sample_chunks(chunks, qcfg.max_queries, config.train.seed)
+    sample = sample_chunks(chunks, qcfg.max_queries or len(chunks), config.train.seed)
     styles = assign_styles(len(sample), qcfg.styles, config.train.seed)
     examples = load_examples(qcfg)
     qtemplate, gtemplate = load_template(qcfg.template), load_template(gcfg.template)
@@ -106,8 +108,7 @@ def plan_build(
     ]
     # Candidates are any chunks: their mean length stands for them; the source chunk is usually among them.
     grade_chars = mean(_chars(_grade_prompt(gtemplate, c)) for c in chunks)
-    query_calls = len(sample)
-    grade_calls = len(sample) * qcfg.per_chunk * grades_per_query(config, len(chunks)) * gcfg.samples
+    grade_pairs = grade_pairs_per_query(config, len(chunks))
     chars_per_token, out_query, out_grade = CHARS_PER_TOKEN, qcfg.max_tokens / 2, gcfg.max_tokens / 2
     seconds_query = seconds_grade = None
     calibration: dict[str, Any] = {}
@@ -128,6 +129,21 @@ def plan_build(
     from rerankforge.llm import concurrency_for
 
     concurrency = config.llm.concurrency or (concurrency_for(config.llm, provider) if provider else 1)
+    measured = result.run_dir / "queries" / "manifest.json"
+    kept_per_call = None
+    if measured.is_file():  # an earlier build in this run folder: its filters' measured yield
+        kept_per_call = json.loads(measured.read_text(encoding="utf-8")).get("summary", {}).get("kept_per_call")
+    budget = config.time_budget_seconds()
+    query_calls = len(sample)
+    if budget is not None and seconds_query is not None and seconds_grade is not None:
+        kept_each = kept_per_call if kept_per_call is not None else KEPT_SHARE * qcfg.per_chunk
+        per_call = (seconds_query + kept_each * grade_pairs * seconds_grade) / concurrency
+        per_call += kept_each * SECONDS_PER_KEPT_QUERY
+        fixed = parse_seconds + calibration.get("load_seconds", 0.0) + seconds_after_queries(0, len(chunks), 0, 0)
+        room = budget - fixed
+        query_calls = max(0, min(len(sample), int(room // per_call)))
+    query_prompts = query_prompts[:query_calls]
+    grade_calls = query_calls * qcfg.per_chunk * grade_pairs
     query_prompt_tokens = sum(_chars(p) for p in query_prompts) / chars_per_token
     stages = [
         StagePlan(
@@ -145,12 +161,9 @@ def plan_build(
             None if seconds_grade is None else grade_calls * seconds_grade / concurrency,
         ),
     ]
-    measured = result.run_dir / "queries" / "manifest.json"
-    kept_per_call = None
-    if measured.is_file():  # an earlier build in this run folder: its filters' measured yield
-        kept_per_call = json.loads(measured.read_text(encoding="utf-8")).get("summary", {}).get("kept_per_call")
     return BuildPlan(stages=stages, chunks=len(chunks), concurrency=concurrency, calibration=calibration,
-                     per_chunk=qcfg.per_chunk, kept_per_call=kept_per_call)  # fmt: skip
+                     per_chunk=qcfg.per_chunk, kept_per_call=kept_per_call, budget_seconds=budget,
+                     parse_seconds=round(parse_seconds, 1))  # fmt: skip
 
 
 def _calibrate(

@@ -6,6 +6,7 @@ and nothing here imports either of them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class StageContext:
     def __init__(self, config: BuildConfig, run_dir: Path, progress: ProgressCallback, provider: Any = None) -> None:
         self.config = config
         self.run_dir = run_dir
+        self.started = time.monotonic()  # the build's clock: its time budget counts from here
         self._progress = progress
         self._provider = provider
         self._llm: Any = None

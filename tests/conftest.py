@@ -159,6 +159,7 @@ def fake_build_config(docs: Path, run_dir: Path, **overrides: object):
     base = {
         "queries": {"max_queries": 12},
         "mine": {"top_k": 4},
+        "grade": {"top_k": None, "source": True},  # every candidate graded: the grading and its rules stay tested
         "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
     }
     return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})
@@ -178,8 +179,9 @@ def fake_build(tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
 
 @pytest.fixture(scope="session")
 def default_build(fake_build, tmp_path_factory: pytest.TempPathFactory, example_docs: Path):
-    """The example build with the default scorer settings: a copy of ``fake_build`` trained again with
-    ``train.cross_encoder = auto``, which trains no cross-encoder on the plain MiniLM backbone."""
+    """The example build with the default scorer settings: a copy of ``fake_build`` graded and trained again with
+    ``train.cross_encoder = auto``, which trains no cross-encoder on the plain MiniLM backbone, and the default
+    grading, which then grades nothing."""
     from rerankforge import build
     from tests.fake_llm import FakeLLM
 
@@ -187,6 +189,8 @@ def default_build(fake_build, tmp_path_factory: pytest.TempPathFactory, example_
     run_dir = tmp_path_factory.mktemp("default-run") / "run"
     shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".lock"))
     llm = FakeLLM()
-    config = fake_build_config(example_docs, run_dir, train={"epochs": 2, "max_length": 128, "batch_size": 4})
+    config = fake_build_config(  # the default grading too: nothing graded when no cross-encoder is trained
+        example_docs, run_dir, train={"epochs": 2, "max_length": 128, "batch_size": 4}, grade={}
+    )
     result = build(config, llm=llm)
     return result, llm, run_dir

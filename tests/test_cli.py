@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -152,7 +153,10 @@ def _run_in_terminal(args: list[str], answers: list[tuple[str, str]], env: dict[
                 os.write(fd, (pending.pop(0)[1] + "\r").encode())
         assert not pending, f"never asked: {pending}\n{output}"
     finally:
-        os.waitpid(pid, 0)
+        if os.waitpid(pid, os.WNOHANG) == (0, 0):  # still waiting at a prompt nobody answers: end it
+            if pending or time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
     plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", output)  # drop colours
     return re.sub(r"[\s│╭╮╰╯─]+", " ", plain)  # and panel borders and line breaks
 
@@ -160,11 +164,13 @@ def _run_in_terminal(args: list[str], answers: list[tuple[str, str]], env: dict[
 def test_in_a_terminal_without_options_the_build_is_a_wizard(tmp_path: Path, small_docs: Path) -> None:
     screen = _run_in_terminal(
         ["build", str(small_docs), "--run-dir", str(tmp_path / "run")],
-        answers=[("Query budget", "7"), ("Loss", "wasserstein"), ("Run it?", "n")],
+        answers=[("Time budget", "soon"), ("not a duration", "30m"), ("Loss", "wasserstein"), ("Run it?", "n")],
         env={"OLLAMA_HOST": "http://127.0.0.1:9", "COLUMNS": "200"},  # nothing listens there
     )
     assert "No Ollama server at http://127.0.0.1:9" in screen
-    assert "about" in screen and "LLM calls" in screen and "wasserstein" in screen
+    assert "'soon' is not a duration: write e.g. 2h" in screen  # asked again, not a traceback
+    assert "time budget 30m" in screen and "wasserstein" in screen
+    assert "0 grading calls per kept query" in screen  # the default: no cross-encoder, nothing to grade
     assert not (tmp_path / "run" / "parse").exists()  # declined: nothing ran
 
 
@@ -175,7 +181,7 @@ def test_the_wizard_lists_the_models_of_an_ollama_server(tmp_path: Path, small_d
     with OllamaAPIServer(gemma_provider, models=models, max_lifetime_s=120) as server:
         screen = _run_in_terminal(
             ["build", str(small_docs), "--run-dir", str(tmp_path / "run")],
-            answers=[("LLM", "2"), ("Query budget", "5"), ("Loss", "lce"), ("Run it?", "n")],
+            answers=[("LLM", "2"), ("Time budget", "20m"), ("Loss", "lce"), ("Run it?", "n")],
             env={"OLLAMA_HOST": server.host, "COLUMNS": "200"},
         )
     assert "with 2 chat models" in screen  # the embedding model is not offered

@@ -103,6 +103,30 @@ def test_embedded_reports_the_prompt_tokens_its_prefix_cache_served(tmp_path: Pa
     assert 150 < stats.cached_prompt_tokens < stats.prompt_tokens
 
 
+@pytest.mark.slow  # real generation: four calls
+def test_embedded_parallel_slots_answer_concurrent_calls_as_one_slot_does() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rerankforge.config import LLMConfig
+    from rerankforge.llm import make_provider
+
+    questions = [f'The capital of {c}? JSON {{"answer": "..."}}' for c in ("France", "Italy", "Spain", "Peru")]
+    one = EmbeddedProvider("gemma-3-270m-q4_k_m", num_ctx=1024)
+    alone = [one.chat_json(_sharing_a_prefix(q), CAPITAL_SCHEMA, max_tokens=16).text for q in questions]
+    one.close()
+    # llm.concurrency sizes the embedded runtime's parallel sequences; each keeps the whole context
+    two = make_provider(LLMConfig(provider="embedded", model="gemma-3-270m-q4_k_m", num_ctx=1024, concurrency=2))
+    assert two.parallel == 2
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda q: two.chat_json(_sharing_a_prefix(q), CAPITAL_SCHEMA, max_tokens=16),
+                                questions))  # fmt: skip
+    two.close()
+    for reply in replies:
+        assert extract_json(reply.text)["answer"] in CAPITAL_SCHEMA["properties"]["answer"]["enum"]
+    # greedy decoding in a batch of two can differ from one sequence in the last bits of a logit, rarely in a token
+    assert sum(r.text == a for r, a in zip(replies, alone, strict=True)) >= 3
+
+
 def test_weight_repacking_is_tried_in_a_child_once_and_remembered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,7 +251,7 @@ def test_ollama_stalled_server_times_out(ollama_server: OllamaAPIServer, no_back
     started = time.monotonic()
     with pytest.raises(LLMError, match=r"failed 1 times in a row \(ReadTimeout"):
         provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # the 0.5 s timeout fired, not the 20 s stall (a loaded machine is slow)
 
 
 def test_ollama_host_env_var_is_honoured(

@@ -147,9 +147,10 @@ def test_a_build_without_a_cross_encoder_serves_its_first_stage_and_drops_the_ol
 
     result, llm, run_dir = default_build
     status = {s.name: s.status for s in result.stages}
-    assert status == {"parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "skipped",
+    assert status == {"parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "ran",
                       "train": "ran", "evaluate": "ran", "export": "ran"}  # fmt: skip
-    assert llm.calls == 0
+    assert llm.calls == 0  # the default grades nothing for a build without a cross-encoder
+    assert result.summary("grade")["pairs"] == 0
     assert result.summary("train")["cross_encoder"].startswith("not trained (train.cross_encoder = auto")
     from rerankforge.stages.train import _first_stage_bf16, cpu_has_bf16
 

@@ -73,6 +73,8 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
         return f"{s.get('queries_kept')} queries from {s.get('chunks_sampled')} chunks; dropped {dropped or 0}"
     if name == "mine":
         return f"top-{s.get('top_k')} of {s.get('chunks_indexed')} chunks; source in top-k {s.get('source_in_top_k')}"
+    if name == "grade" and s.get("pairs") == 0:
+        return "nothing to grade: each query's source passage is its positive (grade.source, grade.top_k)"
     if name == "grade":
         return f"{s.get('graded')} pairs graded; grades 0-3: {list(s.get('grade_histogram', {}).values())}"
     if name == "train" and isinstance(s.get("cross_encoder"), str):  # no cross-encoder: the first stage's tuning

@@ -44,7 +44,8 @@ def compare_on_dev(
         if progress:
             progress(done, len(dev_ids), "reranking")
         ranked = candidates[query_id].candidates
-        first_grades = [grades.get((query_id, c.chunk_id), 0) for c in ranked]
+        source = queries[query_id].chunk_id  # ungraded (grade.source off): the passage it was written from counts
+        first_grades = [grades.get((query_id, c.chunk_id), relevant_min if c.chunk_id == source else 0) for c in ranked]
         scores = scorer(queries[query_id].text, [chunks[c.chunk_id].text for c in ranked])
         scored.append((first_grades, [float(x) for x in scores], [c.score for c in ranked]))
     if alpha is None:

@@ -102,5 +102,6 @@ def _make_one(cfg: LLMConfig) -> LLMProvider:
     from rerankforge.llm.embedded import EmbeddedProvider
 
     return EmbeddedProvider(
-        cfg.model, num_ctx=cfg.num_ctx, threads=cfg.threads, chat_template=cfg.chat_template, **common
-    )
+        cfg.model, num_ctx=cfg.num_ctx, threads=cfg.threads, chat_template=cfg.chat_template,
+        parallel=cfg.concurrency or 1, **common,
+    )  # fmt: skip

@@ -110,6 +110,7 @@ class EmbeddedProvider(LLMProvider):
         repack: bool | None = None,
         ram_cache_mib: int | None = None,
         swa_full: bool = False,
+        parallel: int = 1,
         **kwargs: Any,
     ) -> None:
         path = resolve_gguf(model)
@@ -120,8 +121,11 @@ class EmbeddedProvider(LLMProvider):
             raise MissingDependencyError("xllamacpp", "build", "The embedded LLM provider") from exc
         params = xllamacpp.CommonParams()
         params.model.path = str(path)
-        params.n_ctx = num_ctx
-        params.n_parallel = 1
+        # parallel sequences: llama.cpp decodes them in one batch (decoding is memory-bound, so a second sequence
+        # costs far less than a second call); each slot keeps the whole num_ctx
+        self.parallel = max(1, int(parallel))
+        params.n_ctx = num_ctx * self.parallel
+        params.n_parallel = self.parallel
         params.cache_prompt = True  # calls share a prefix (instructions, then a passage): reuse its KV cache
         # A sliding-window model (Gemma 3) reuses a cached prefix only with a full-size cache. Off by default: the
         # planner's calibration does not yet model prefix reuse, and its estimate for such models assumes none.
@@ -146,7 +150,7 @@ class EmbeddedProvider(LLMProvider):
             self._server: Any = xllamacpp.Server(params)
         except Exception as exc:
             raise LLMError(f"llama.cpp could not load {path}: {exc}. Is it a valid GGUF file?") from exc
-        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(self.parallel)  # calls beyond the slots wait here, not in llama.cpp
 
     def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
         temperature, seed = self.sampling(request)
@@ -159,7 +163,7 @@ class EmbeddedProvider(LLMProvider):
         }
         if request.get("top_logprobs"):
             body.update(logprobs=True, top_logprobs=request["top_logprobs"])
-        with self._lock:
+        with self._slots:
             response = self._server.handle_chat_completions(body)
         if "error" in response:
             message = response["error"].get("message", response["error"])

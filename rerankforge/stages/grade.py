@@ -1,4 +1,8 @@
-"""Stage 4: the LLM grades every (query, candidate) pair, the source chunk included, on a 0-3 scale.
+"""Stage 4: the LLM grades (query, candidate) pairs, the source chunk included, on a 0-3 scale.
+
+Which pairs: each query's source passage (``grade.source``; by default only for a build that trains a
+cross-encoder) and its best ``grade.top_k`` other candidates. With neither, nothing is graded and the
+stage writes empty judgments: the first stage's tuning then takes each kept query's source as its positive.
 
 From the grades come positives (grade >= positive_min_grade), hard negatives (grade <= negative_max_grade)
 and graded levels. A first-stage candidate the LLM finds relevant is a positive, never a negative:
@@ -28,10 +32,11 @@ from rerankforge.artifacts import (
 from rerankforge.config import BuildConfig, GradeConfig
 from rerankforge.errors import StageError
 from rerankforge.stage import StageContext, StageResult
-from rerankforge.stages import llm_cache_inputs
+from rerankforge.stages import grades_source, llm_cache_inputs
 from rerankforge.templates import load_template
 
-VERSION = "2"  # 2: expected grades from log-probabilities, samples, BEIR folder, pure FlagEmbedding JSONL
+VERSION = "3"  # 3: grade.source (auto: the source passages only for a cross-encoder); empty judgments allowed
+# 2: expected grades from log-probabilities, samples, BEIR folder, pure FlagEmbedding JSONL
 
 GRADE_SCHEMA = {
     "type": "object",
@@ -42,7 +47,7 @@ GRADE_SCHEMA = {
 
 
 def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
-    return llm_cache_inputs(cfg, cfg.grade.template)
+    return {**llm_cache_inputs(cfg, cfg.grade.template), "grades_source": grades_source(cfg)}
 
 
 def parse_grade(value: Any) -> int:
@@ -110,14 +115,12 @@ def training_groups(
     return groups
 
 
-def graded_candidates(query: Query, candidates: CandidateList, top_k: int | None) -> list[str]:
-    """The chunks of one query the LLM grades: its source and its best ``top_k`` other candidates (all when
-    None), best first. The ungraded rest are negatives only the first stage's tuning uses."""
+def graded_candidates(query: Query, candidates: CandidateList, top_k: int | None, source: bool = True) -> list[str]:
+    """The chunks of one query the LLM grades: its source (with ``source``) and its best ``top_k`` other
+    candidates (all when None), best first. The ungraded rest are negatives only the first stage's tuning uses."""
     ids = [c.chunk_id for c in candidates.candidates]
-    if top_k is None:
-        return ids
     others = [i for i in ids if i != query.chunk_id][:top_k]
-    return [i for i in ids if i == query.chunk_id or i in others]
+    return [i for i in ids if (source and i == query.chunk_id) or i in others]
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -128,8 +131,9 @@ def run(ctx: StageContext) -> StageResult:
     template = load_template(cfg.template)
     # Pairs of one chunk run back to back: their prompts share a prefix (instructions + passage) that the
     # LLM server keeps cached, so each further query of that chunk costs only its own few tokens.
+    source = grades_source(ctx.config)
     pairs = sorted(
-        ((q, chunk_id) for q in queries for chunk_id in graded_candidates(q, candidates[q.id], cfg.top_k)),
+        ((q, chunk_id) for q in queries for chunk_id in graded_candidates(q, candidates[q.id], cfg.top_k, source)),
         key=lambda pair: (pair[1], pair[0].id),
     )
     logprobs = cfg.logprobs and getattr(ctx.llm.provider, "supports_logprobs", False)
@@ -174,7 +178,7 @@ def run(ctx: StageContext) -> StageResult:
         else:
             judgments.append(judgment)
     ctx.progress(len(pairs), len(pairs))
-    if not judgments:
+    if pairs and not judgments:
         raise StageError(
             f"The LLM graded none of {len(pairs)} pairs usably. Use a stronger model (--llm-model) "
             "or check the grading template."
@@ -190,11 +194,12 @@ def run(ctx: StageContext) -> StageResult:
     source_of = {q.id: q.chunk_id for q in queries}
     source_grades = [j.grade for j in judgments if source_of[j.query_id] == j.chunk_id]
     summary = {
+        "source_graded": source,
         "pairs": len(pairs),
         "graded": len(judgments),
         "failed": failed,
         "grade_histogram": histogram,
-        "source_chunk_mean_grade": round(sum(source_grades) / max(len(source_grades), 1), 2),
+        "source_chunk_mean_grade": round(sum(source_grades) / len(source_grades), 2) if source_grades else None,
         "queries_with_positive_and_negative": len(groups),
         "graded_with_probabilities": sum(1 for j in judgments if j.score is not None),
     }

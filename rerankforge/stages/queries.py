@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from rerankforge.artifacts import Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig, MineConfig, QueriesConfig
 from rerankforge.errors import ConfigError, StageError
 from rerankforge.stage import StageContext, StageResult
-from rerankforge.stages import llm_cache_inputs
+from rerankforge.stages import grade_pairs_per_query, llm_cache_inputs
 from rerankforge.templates import load_template
 
 VERSION = "5"  # 5: passage last (a cached prompt prefix), no built-in examples, queries naming "the passage" dropped
@@ -60,6 +61,7 @@ def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
         "examples": load_examples(cfg.queries),
         "bi_encoder": resolve_model(cfg.mine.bi_encoder) if round_trip else None,
         "seed": cfg.train.seed,
+        "time_budget_s": cfg.time_budget_seconds(),  # it decides where query writing stops
     }
 
 
@@ -226,7 +228,8 @@ def run(ctx: StageContext) -> StageResult:
     by_id = {c.id: c for c in chunks}
     template = load_template(cfg.template)
     examples = load_examples(cfg)
-    sample = sample_chunks(chunks, cfg.max_queries, seed)
+    sample = sample_chunks(chunks, cfg.max_queries or len(chunks), seed)
+    budget = ctx.config.time_budget_seconds()
     styles = assign_styles(len(sample), cfg.styles, seed)
     schema = queries_schema(cfg)
 
@@ -262,7 +265,13 @@ def run(ctx: StageContext) -> StageResult:
         )
 
     done = written = 0
+    stopped_by_budget = False
+    writing_started = time.monotonic()
     for start in range(0, len(sample), ROUND):
+        if budget is not None and done and not fits_another_round(ctx, budget, writing_started, done, len(kept),
+                                                                  len(chunks)):  # fmt: skip
+            stopped_by_budget = True
+            break
         jobs = []
         for chunk, style in zip(sample[start : start + ROUND], styles[start : start + ROUND], strict=True):
             dynamic = pick_dynamic_examples(kept, by_id, chunk.source, cfg.dynamic_examples, seed + start)
@@ -288,7 +297,7 @@ def run(ctx: StageContext) -> StageResult:
                 dropped["round_trip"] += 1
                 continue
             kept.append(query.model_copy(update={"id": f"q{len(kept)}"}))
-    ctx.progress(len(sample), len(sample))
+    ctx.progress(done, done)
     if len(kept) < 4:
         raise StageError(
             f"Only {len(kept)} usable queries from {len(sample)} chunks (dropped: {dropped}). "
@@ -298,7 +307,8 @@ def run(ctx: StageContext) -> StageResult:
     write_jsonl(ctx.out / "beir_queries.jsonl", ({"_id": q.id, "text": q.text} for q in kept))
     kept_by_style = {style: sum(1 for q in kept if q.style == style) for style in sorted(set(styles))}
     summary = {
-        "chunks_sampled": len(sample),
+        "chunks_sampled": done,
+        "stopped_by_time_budget": stopped_by_budget,
         "files_sampled": len({c.source for c in sample}),
         "queries_written": written,
         "queries_kept": len(kept),
@@ -307,6 +317,19 @@ def run(ctx: StageContext) -> StageResult:
         "dropped": dropped,
     }
     return StageResult(files=["queries/queries.jsonl", "queries/beir_queries.jsonl"], summary=summary)
+
+
+def fits_another_round(ctx: StageContext, budget: float, started: float, done: int, kept: int, chunks: int) -> bool:
+    """Whether one more round of calls, at the rate this stage's calls so far showed, and every stage after this
+    one still fit in the build's time budget (see :mod:`rerankforge.budget`)."""
+    from rerankforge.budget import GRADE_CALL_SHARE, seconds_after_queries
+
+    now = time.monotonic()
+    per_call = (now - started) / done
+    kept_after = kept + ROUND * kept / done
+    grade_pairs = grade_pairs_per_query(ctx.config)
+    rest = seconds_after_queries(round(kept_after), chunks, grade_pairs, GRADE_CALL_SHARE * per_call)
+    return (now - ctx.started) + ROUND * per_call + rest <= budget
 
 
 def _drop_reason(text: str, chunk: Chunk, examples: list[str], seen: set[str], cfg: QueriesConfig) -> str | None:

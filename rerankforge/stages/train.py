@@ -34,7 +34,8 @@ from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 from rerankforge.training.models import device as _device
 from rerankforge.training.models import load_cross_encoder, trains_cross_encoder
 
-VERSION = "9"  # 9: the first stage's tuning in bf16 autocast where the hardware has bf16 (train.precision auto)
+VERSION = "10"  # 10: without a cross-encoder, a query counts unless the grader rejected its source passage
+# 9: the first stage's tuning in bf16 autocast where the hardware has bf16 (train.precision auto)
 # 8: the cross-encoder is trained only where train.cross_encoder asks for it (auto: a reranker backbone)
 # 7: the first stage's tuning takes 3 hard negatives per query, the source file's first
 # 5: the first stage's bi-encoder is tuned too (train/first_stage)
@@ -153,7 +154,14 @@ def run(ctx: StageContext) -> StageResult:
     chunks = {c.id: c for c in read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)}
     queries = read_jsonl(ctx.dir("queries") / "queries.jsonl", Query)
     judgments = read_jsonl(ctx.dir("grade") / "judgments.jsonl", Judgment)
-    relevant = sorted({j.query_id for j in judgments if j.grade >= grade_cfg.positive_min_grade})
+    cross_encoder = trains_cross_encoder(cfg.cross_encoder, cfg.backbone)
+    if cross_encoder:  # its groups need a graded positive
+        relevant = sorted({j.query_id for j in judgments if j.grade >= grade_cfg.positive_min_grade})
+    else:  # the first stage's positive is the source passage: a query counts unless the grader rejected its source
+        source_of = {q.id: q.chunk_id for q in queries}
+        rejected = {j.query_id for j in judgments
+                    if j.chunk_id == source_of.get(j.query_id) and j.grade < grade_cfg.positive_min_grade}  # fmt: skip
+        relevant = sorted(q.id for q in queries if q.id not in rejected)
     if len(relevant) < 2:
         raise StageError(
             f"Only {len(relevant)} queries have a passage graded >= {grade_cfg.positive_min_grade}: too few to "
@@ -164,7 +172,7 @@ def run(ctx: StageContext) -> StageResult:
     train_ids, dev_ids = split_queries(relevant, cfg.dev_fraction, cfg.seed, files=source_file)
     if not launch.follower:
         write_json(ctx.out / "split.json", {"train": train_ids, "dev": dev_ids})
-    if not trains_cross_encoder(cfg.cross_encoder, cfg.backbone):
+    if not cross_encoder:
         return _first_stage_only(ctx, train_ids, dev_ids, queries, chunks, judgments, launch)
 
     def groups(ids: list[str]) -> list[dict[str, Any]]:

@@ -80,7 +80,10 @@ def render_first_stage_only(summary: dict[str, Any], histogram: dict[str, int]) 
                 f"{summary['train_queries']} training queries, {summary['dev_queries']} held out. {tuning}",
                 "",
                 "LLM grade histogram (0 unrelated ... 3 answers the query): "
-                + ", ".join(f"{g}: {n}" for g, n in sorted(histogram.items())),
+                + ", ".join(f"{g}: {n}" for g, n in sorted(histogram.items()))
+                if any(histogram.values())
+                else "No passage was graded (grade.source, grade.top_k): each query's positive is the passage it "
+                "was written from.",
             ]
         )
         + "\n"

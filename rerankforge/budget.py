@@ -1,0 +1,76 @@
+"""A build's time budget: its whole wall time, of which query writing gets what the other stages leave.
+
+The queries stage writes in rounds and, before each, asks whether one more round and everything after it
+still fit: the time spent since the build started, plus a round at the rate this build's own calls showed,
+plus :func:`seconds_after_queries` for the kept queries. Those later stages run at rates measured on a
+2-core machine (``benchmarks/RESULTS.md``: a q600 build of MedQuAD), so on a faster machine the estimate errs
+on the safe side. The learning curve below is the real-question gain that LLM time bought there: a guide to
+what a budget buys, not a promise for another corpus.
+
+Example:
+    >>> parse_duration("1h30m")
+    5400.0
+    >>> parse_duration("45s")
+    45.0
+"""
+
+from __future__ import annotations
+
+import re
+
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?")
+
+# Seconds the stages after query writing took per unit on 2 cores (the q600 build of MedQuAD, RESULTS.md):
+SECONDS_FIXED = 120.0  # model loads, the mine stage's index of the already embedded chunks, export, the report
+SECONDS_PER_CHUNK = 0.002  # the mine stage's Qdrant index, per chunk (its vectors are cached by then)
+SECONDS_PER_KEPT_QUERY = 0.55  # tuning (211 s for 766) and the held-out evaluation (70 s for 255) per kept query
+KEPT_SHARE = 0.57  # of the written queries the filters keep: 1,021 of 1,800 (q600) and 501 of 900 (q300)
+GRADE_CALL_SHARE = 0.3  # a grading call (short answer) against a query-writing call: 1.4 s against 5.65 s measured
+
+# (training queries, nDCG@10 gain over dense) on 500 real MedQuAD questions: the q300 build's training split and
+# a half and a quarter of it, and q600's (1,021 kept queries in about 61 minutes of query writing on 2 cores)
+LEARNING_CURVE = ((94, 0.009), (188, 0.022), (376, 0.030), (766, 0.061))
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``text``: ``2h``, ``90m``, ``1h30m``, ``45s``, or a plain number of seconds.
+
+    Raises:
+        ValueError: for anything else, with the forms it takes.
+    """
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        value = text.strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            seconds = float(value)
+        else:
+            match = _DURATION.fullmatch(value)
+            if not value or match is None or not any(match.groups()):
+                raise ValueError(f"{text!r} is not a duration: write e.g. 2h, 90m, 1h30m or 45s")
+            seconds = sum(float(g) * _UNITS[u] for g, u in zip(match.groups(), "hms", strict=True) if g)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return seconds
+
+
+def seconds_after_queries(kept: int, chunks: int, grade_pairs_per_query: int, seconds_per_grade: float) -> float:
+    """The time the stages after query writing will take: mine, grade, train, evaluate and export."""
+    grading = kept * grade_pairs_per_query * seconds_per_grade
+    return SECONDS_FIXED + SECONDS_PER_CHUNK * chunks + SECONDS_PER_KEPT_QUERY * kept + grading
+
+
+def expected_gain(training_queries: float) -> float:
+    """The real-question gain the measured learning curve gives for this many training queries (linear between
+    its points, flat past the last one: more was never measured there).
+
+    Example:
+        >>> round(expected_gain(766), 3)
+        0.061
+    """
+    points = [(0.0, 0.0), *LEARNING_CURVE]
+    for (n0, g0), (n1, g1) in zip(points, points[1:], strict=False):
+        if training_queries <= n1:
+            return g0 + (g1 - g0) * (training_queries - n0) / (n1 - n0)
+    return points[-1][1]
