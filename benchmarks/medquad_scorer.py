@@ -166,7 +166,7 @@ class Bench:
             hits = index.search(np.asarray(vectors, dtype=np.float32), k=20)
         finally:
             index.close()
-        values = []
+        values, near = [], []
         for query, found in zip(dev, hits, strict=True):
             ids = [cid for cid, _ in found]
             if score is None:
@@ -175,7 +175,20 @@ class Bench:
                 scores = score(query.text, [chunks[c].text for c in ids])  # type: ignore[operator]
                 order = [ids[i] for i in np.argsort(-np.asarray(scores), kind="stable")]
             values.append(ndcg(order, {query.chunk_id: 1}) if query.chunk_id in ids else 0.0)
-        out = {"dev": round(float(np.mean(values)), 4)}
+            # the same lists judged answer-aware: the source's neighbours in its file (often the same answer cut
+            # in pieces) count as relevant too, so separating the pieces of one answer earns nothing
+            file, index = chunk_position(query.chunk_id)
+            rel = {c: 1 for c in ids
+                   if chunk_position(c)[0] == file and abs(chunk_position(c)[1] - index) <= NEIGHBOURS}  # fmt: skip
+            near.append(ndcg(order, rel) if query.chunk_id in ids else 0.0)
+        out = {"dev": round(float(np.mean(values)), 4), "dev_near": round(float(np.mean(near)), 4)}
+        if score is None:
+            self.dev_base = (values, near)
+        elif getattr(self, "dev_base", None):  # the floor's test on each signal: one-sided paired t-test
+            for name, mine, base in (("dev", values, self.dev_base[0]), ("dev_near", near, self.dev_base[1])):
+                diffs = np.asarray(mine) - np.asarray(base)
+                p = float(ttest_rel(mine, base, alternative="greater").pvalue) if np.any(diffs != 0) else None
+                out[f"{name}_gain"], out[f"{name}_p"] = round(float(diffs.mean()), 4), p
         for style in sorted({q.style for q in dev if q.style}):  # each query style's own signal
             mine = [v for v, q in zip(values, dev, strict=True) if q.style == style]
             out[f"dev_{style}"] = round(float(np.mean(mine)), 4)

@@ -211,7 +211,11 @@ def test_graded_bce_is_smallest_at_the_grade_target(cross_encoder) -> None:
 
 
 def test_losses_are_registered_by_name(cross_encoder) -> None:
-    assert LOSSES == {"lce": LCELoss, "wasserstein": WassersteinLoss, "bce": GradedBCELoss}
+    # each name builds its own class, for this model (a literal beside LOSSES would only compare it with itself)
+    for name, cls in (("lce", LCELoss), ("wasserstein", WassersteinLoss), ("bce", GradedBCELoss)):
+        loss = make_loss(name, cross_encoder)
+        assert type(loss) is cls and loss.model is cross_encoder
+    assert set(LOSSES) | {"listnet", "lambda"} == set(LOSS_NAMES)
     from sentence_transformers.cross_encoder.losses import LambdaLoss, ListNetLoss
 
     assert isinstance(make_loss("listnet", cross_encoder), ListNetLoss)
