@@ -161,8 +161,9 @@ def scorer_copy(model_dir: Path, target: Path, cross_encoder_weight: float) -> P
     """A copy of the model folder that serves a build's scorer: the untuned first stage, plus the cross-encoder
     at ``cross_encoder_weight`` (0: the first stage alone)."""
     from rerankforge.index.embedding import load_bi_encoder
+    from rerankforge.index.first_stage_export import export_first_stage
+    from rerankforge.ranking import SCALE
     from rerankforge.serve.runtime import METADATA_FILE
-    from rerankforge.training.bi_encoder import SCALE, export_first_stage
 
     shutil.copytree(model_dir, target)
     export_first_stage(load_bi_encoder("all-MiniLM-L6-v2"), target / "first_stage")

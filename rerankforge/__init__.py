@@ -1,4 +1,5 @@
-"""rerankforge: turn a folder of private documents into your own cross-encoder reranker.
+"""rerankforge: turn a folder of private documents into your own reranker (a tuned bi-encoder, and a tuned
+cross-encoder when the backbone is a pretrained reranker; the build serves what it measured best).
 
 Public API:
     - :func:`build` runs (or resumes) the pipeline for a :class:`BuildConfig`.

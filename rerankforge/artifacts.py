@@ -101,6 +101,19 @@ class Judgment(BaseModel):
         return float(self.grade) if self.score is None else self.score
 
 
+def grade_histogram(judgments: Iterable[Judgment]) -> dict[str, int]:
+    """How many judgments gave each grade, 0 to 3 (as the card, the summaries and the report show it).
+
+    Example:
+        >>> grade_histogram([Judgment(query_id="q", chunk_id="c", grade=3)])
+        {'0': 0, '1': 0, '2': 0, '3': 1}
+    """
+    counts = [0] * 4
+    for judgment in judgments:
+        counts[judgment.grade] += 1
+    return {str(g): n for g, n in enumerate(counts)}
+
+
 def group_by_query(judgments: list[Judgment]) -> dict[str, list[Judgment]]:
     """Judgments per query id, in their original order."""
     by_query: dict[str, list[Judgment]] = {}

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rerankforge.errors import ConfigError
 
@@ -200,8 +200,8 @@ class GradeConfig(Section):
         0,
         ge=0,
         description="Grade only the best this-many other candidates of each query; the rest of mine.top_k stay "
-        "ungraded, cheap hard negatives for the first stage's tuning. None: grade them all. 0 (the measured "
-        "recipe): the packaged model called most of them relevant, so its grades filtered little.",
+        'ungraded, cheap hard negatives for the first stage\'s tuning. "all" (or None): grade them all. 0 (the '
+        "measured recipe): the packaged model called most of them relevant, so its grades filtered little.",
     )
     source: bool | Literal["auto"] = Field(
         "auto",
@@ -222,6 +222,11 @@ class GradeConfig(Section):
     sample_temperature: float = Field(
         0.7, ge=0, description="Temperature of the extra samples (the first one uses llm.temperature)."
     )
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _all_candidates(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "all" else value  # TOML has no null
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> GradeConfig:
@@ -303,7 +308,12 @@ class EvaluateConfig(Section):
     dev_top_k: int = Field(
         20, gt=0, description="First-stage candidates per held-out query on which the served scorer is chosen."
     )
-    min_gain: float = Field(0.0, description="The reranker must beat the first stage's nDCG@k by more than this.")
+    min_gain: float = Field(
+        0.0,
+        ge=0,
+        description="A tuned first stage or a cross-encoder weight is served only when it lifts the held-out "
+        "synthetic nDCG@k over the untuned first stage by more than this (and at dev_p_value).",
+    )
     dev_p_value: float | None = Field(
         0.05,
         gt=0,
@@ -393,6 +403,10 @@ class BuildConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(
+        default_factory=ServeConfig,
+        description="Read by `rerankforge serve --config FILE`; the build does not use it, so one file holds both.",
+    )
 
     @model_validator(mode="after")
     def _sized(self) -> BuildConfig:
@@ -455,6 +469,22 @@ def load_section(section: type[Section], values: dict[str, Any], where: str) -> 
         return section(**values)
     except ValidationError as exc:
         raise _config_error(where, exc) from exc
+
+
+def load_serve_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
+    """The ``[serve]`` table of a TOML config (the build's own file may hold it; its other tables are not read),
+    with command-line overrides on top (``None`` = keep)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}. Pass the path of a TOML file with a [serve] table.")
+        try:
+            values = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("serve", {}))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the line it names.") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return load_section(ServeConfig, values, str(path) if path is not None else "the serve options")
 
 
 def _config_error(where: str, exc: ValidationError) -> ConfigError:

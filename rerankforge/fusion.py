@@ -4,7 +4,7 @@
 
 ``alpha`` is chosen on the held-out synthetic queries; ``alpha = 0`` is the first stage's own order, so
 the chosen fusion is never worse than the first stage on those queries, and an alpha above 0 needs a
-significant gain there. numpy only at serving time (scipy is imported only to choose alpha).
+significant gain there (:func:`rerankforge.ranking.significant_gain`). numpy only at serving time.
 
 Example:
     >>> int(fuse([2.0, 0.0, 1.0], [0.1, 0.9, 0.5], alpha=1.0).argmax())
@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from rerankforge.ranking import significant_gain
 
 ALPHAS = tuple(round(a / 10, 1) for a in range(11))
 
@@ -62,20 +64,3 @@ def choose_alpha(
     if p_value is not None and best > 0 and not significant_gain(per_query[best], per_query[0.0], p_value):
         return 0.0, means
     return best, means
-
-
-def significant_gain(system: Sequence[float], baseline: Sequence[float], p_value: float) -> bool:
-    """True when ``system`` beats ``baseline`` per query with a paired one-sided t-test p below ``p_value``.
-
-    Example:
-        >>> significant_gain([1.0] * 12, [0.5] * 12, 0.05), significant_gain([1.0, 0.5], [0.5, 0.6], 0.05)
-        (True, False)
-    """
-    diffs = np.asarray(system, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    if diffs.size < 2 or not np.any(diffs > 0):
-        return False
-    if np.all(diffs == diffs[0]):  # no variance: every query gains the same (t is infinite)
-        return bool(diffs[0] > 0)
-    from scipy.stats import ttest_1samp
-
-    return bool(ttest_1samp(diffs, 0.0, alternative="greater").pvalue < p_value)

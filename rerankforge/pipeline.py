@@ -76,21 +76,29 @@ class BuildResult:
         }
 
 
+# The stages in build order, each with the stages whose output it reads. A stage ``name`` is the module
+# ``rerankforge.stages.<name>``, keyed by the config section of its name, and writes the folder of its name.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "parse": (),
+    "queries": ("parse",),
+    "mine": ("parse", "queries"),
+    "grade": ("parse", "queries", "mine"),
+    "train": ("parse", "grade"),
+    "evaluate": ("parse", "mine", "grade", "train"),
+    "export": ("train", "evaluate"),
+}
+STAGE_NAMES = tuple(STAGE_INPUTS)
+
+
 def _stages() -> list[Stage]:
-    from rerankforge.stages import evaluate, export, grade, mine, parse, queries, train
+    import importlib
 
-    return [
-        Stage("parse", parse.VERSION, parse.run, ("parse",), (), parse.cache_inputs),
-        Stage("queries", queries.VERSION, queries.run, ("queries",), ("parse",), queries.cache_inputs),
-        Stage("mine", mine.VERSION, mine.run, ("mine",), ("parse", "queries"), mine.cache_inputs),
-        Stage("grade", grade.VERSION, grade.run, ("grade",), ("parse", "queries", "mine"), grade.cache_inputs),
-        Stage("train", train.VERSION, train.run, ("train",), ("parse", "grade"), train.cache_inputs),
-        Stage("evaluate", evaluate.VERSION, evaluate.run, ("evaluate",), ("parse", "mine", "grade", "train")),
-        Stage("export", export.VERSION, export.run, ("export",), ("train", "evaluate")),
-    ]
-
-
-STAGE_NAMES = ("parse", "queries", "mine", "grade", "train", "evaluate", "export")
+    stages = []
+    for name, inputs in STAGE_INPUTS.items():
+        module = importlib.import_module(f"rerankforge.stages.{name}")
+        extra = getattr(module, "cache_inputs", None)
+        stages.append(Stage(name, module.VERSION, module.run, (name,), inputs, *([extra] if extra else [])))
+    return stages
 
 
 def _section_for_key(section: Any) -> dict[str, Any]:

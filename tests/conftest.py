@@ -159,7 +159,7 @@ def fake_build_config(docs: Path, run_dir: Path, **overrides: object):
     base = {
         "queries": {"max_queries": 12},
         "mine": {"top_k": 4},
-        "grade": {"top_k": None, "source": True},  # every candidate graded: the grading and its rules stay tested
+        "grade": {"top_k": "all", "source": True},  # every candidate graded: the grading and its rules stay tested
         "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
     }
     return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})

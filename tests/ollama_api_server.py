@@ -1,7 +1,9 @@
 """A real HTTP server speaking the part of the Ollama REST API that the official ``ollama`` client uses.
 
 It answers ``GET /api/tags``, ``GET /api/version``, ``GET /`` and ``POST /api/chat`` (non-streaming and
-NDJSON streaming) in the shapes Ollama uses, and is backed by a real model: any
+NDJSON streaming) in the shapes Ollama uses (each answer is checked against the ``ollama`` client's own
+pydantic response models before it is sent), claiming the version whose log-probabilities the provider reads,
+and is backed by a real model: any
 :class:`~rerankforge.llm.base.LLMProvider` (in the tests, the embedded llama.cpp provider on a tiny GGUF),
 whose ``chat_json(messages, schema, max_tokens=num_predict)`` turns the request's ``format`` schema into
 llama.cpp's grammar-constrained structured output.
@@ -32,10 +34,13 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ollama import ChatResponse, ListResponse
+
 from rerankforge.errors import LLMError
 from rerankforge.llm.base import LLMProvider
+from rerankforge.llm.ollama import LOGPROBS_SINCE
 
-OLLAMA_VERSION = "0.12.6"
+OLLAMA_VERSION = LOGPROBS_SINCE  # the version the provider's log-probabilities need, as the docs name it
 DEFAULT_NUM_PREDICT = 128  # Ollama's default is -1 (until the model stops); a test server stays bounded
 MAX_NUM_PREDICT = 512
 
@@ -370,6 +375,7 @@ class OllamaAPIServer:
             return 200, json.dumps({"version": self.version}).encode(), json_type
         if path == "/api/tags":
             tags = {"models": [self._model_entry(m) for m in self.models]}
+            ListResponse.model_validate(tags)  # the shape the ollama client reads, or fail here
             return 200, json.dumps(tags).encode(), json_type
         return self._chat(body)
 
@@ -459,10 +465,14 @@ class OllamaAPIServer:
                 }
                 for t in reply.logprobs
             ]
+        # every answer is read by the ollama client's own response model first: a field it requires that is
+        # missing, or one of the wrong type, fails here instead of passing a provider test
+        ChatResponse.model_validate(final)
         if body.get("stream", True) is False:
             return 200, json.dumps(final).encode(), json_type
         # Ollama streams NDJSON by default: content chunks, then a final chunk with the counts.
         chunk = {"model": model, "created_at": final["created_at"], "message": final["message"], "done": False}
         last = {**final, "message": {"role": "assistant", "content": ""}}
+        ChatResponse.model_validate(chunk)
         lines = json.dumps(chunk) + "\n" + json.dumps(last) + "\n"
         return 200, lines.encode(), "application/x-ndjson"

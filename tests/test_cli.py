@@ -77,10 +77,14 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: 
             max_characters = 600
             new_after_n_characters = 400
             [queries]
-            max_queries = 5
+            max_queries = 4
             [mine]
             top_k = 4
             [grade]
+            # this test grades (a default build without a cross-encoder grades nothing): the source passage and
+            # the best other candidate of each query, so both sides of the thresholds below occur
+            source = true
+            top_k = 1
             # the 1.5B grader is lenient (few grade 0s): exact answers against the rest gives both sides
             positive_min_grade = 3
             negative_max_grade = 2

@@ -27,6 +27,15 @@ def test_overrides_win_and_none_keeps_the_file_value(tmp_path: Path) -> None:
     assert cfg.mine.top_k == 9 and cfg.train.loss == "lce"
 
 
+def test_grade_top_k_all_is_how_a_toml_file_asks_for_every_candidate(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('docs = "d"\n[grade]\ntop_k = "all"\n')
+    assert load_config(path).grade.top_k is None and load_config(None, docs="d").grade.top_k == 0
+    path.write_text('docs = "d"\n[grade]\ntop_k = "most"\n')
+    with pytest.raises(ConfigError, match="top_k"):
+        load_config(path)
+
+
 def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('docs = "d"\n[train]\nlos = "lce"\n')
@@ -73,3 +82,18 @@ def test_eval_data_in_a_config_file_is_relative_to_the_file(tmp_path) -> None:
     (tmp_path / "cfg" / "build.toml").write_text('docs = "docs"\n[evaluate]\neval_data = "labels.csv"\n')
     cfg = load_config(tmp_path / "cfg" / "build.toml")
     assert cfg.evaluate.eval_data == str((tmp_path / "cfg" / "labels.csv").resolve())
+
+
+def test_the_serve_table_of_a_build_file_sets_the_server_and_options_win(tmp_path: Path) -> None:
+    from rerankforge.config import load_serve_config
+
+    path = tmp_path / "rerankforge.toml"
+    path.write_text('docs = "d"\n[train]\nloss = "lce"\n[serve]\nmax_documents = 50\nbatch_size = 4\nport = 9100\n')
+    cfg = load_serve_config(path, {"port": 9200, "batch_size": None})
+    assert (cfg.max_documents, cfg.batch_size, cfg.port) == (50, 4, 9200)
+    assert load_config(path).serve.max_documents == 50  # the build reads the same file without complaint
+    path.write_text("[serve]\nmax_documents = 0\n")
+    with pytest.raises(ConfigError, match="max_documents"):
+        load_serve_config(path, {})
+    with pytest.raises(ConfigError, match="not found"):
+        load_serve_config(tmp_path / "missing.toml", {})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rerankforge.evaluation.metrics import ndcg_at_k
 from rerankforge.fusion import ALPHAS, choose_alpha, fuse, minmax
+from rerankforge.ranking import ndcg_at_k
 
 
 def test_minmax_scales_to_unit_range_and_flattens_constants() -> None:

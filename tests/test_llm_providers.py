@@ -16,7 +16,7 @@ from rerankforge.config import LLMConfig
 from rerankforge.errors import LLMError
 from rerankforge.llm import extract_json, make_provider, resolve_llm
 from rerankforge.llm.embedded import EmbeddedProvider
-from rerankforge.llm.ollama import OllamaProvider, list_ollama_models, ollama_host
+from rerankforge.llm.ollama import LOGPROBS_SINCE, OllamaProvider, list_ollama_models, ollama_host
 from rerankforge.llm.openai_compat import OpenAIProvider
 from rerankforge.llm.packaged import packaged_gguf_path
 from tests.ollama_api_server import OllamaAPIServer
@@ -321,7 +321,7 @@ def test_ollama_api_server_speaks_ollama_and_frees_its_port(gemma_provider: Embe
     port = server.port
     with httpx.Client(base_url=server.host, timeout=5) as client:
         assert client.get("/").text == "Ollama is running"
-        assert client.get("/api/version").json() == {"version": "0.12.6"}
+        assert client.get("/api/version").json() == {"version": LOGPROBS_SINCE}
         assert client.get("/api/nope").status_code == 404
         missing = client.post("/api/chat", json={"model": "gemma3", "messages": [], "stream": False})
         assert missing.status_code == 404 and missing.json() == {"error": "model 'gemma3' not found"}

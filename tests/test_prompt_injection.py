@@ -48,7 +48,9 @@ def test_a_users_template_isolates_its_own_tags(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_build_on_documents_that_talk_to_the_llm_runs_and_grades_as_usual(tmp_path: Path) -> None:
+def test_text_aimed_at_the_llm_reaches_its_prompts_whole_and_the_build_parses_its_answers(tmp_path: Path) -> None:
+    """The plumbing around an injection, not a model's resistance to one (the FakeLLM cannot be swayed): the
+    attacking text survives parsing, reaches the prompts inside the passage, and the answers are read as usual."""
     docs = tmp_path / "docs"
     docs.mkdir()
     shutil.copy(EXAMPLE_DOCS / "charging-dock-installation.md", docs)

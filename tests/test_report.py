@@ -60,7 +60,13 @@ def test_labelled_evaluation_of_a_build(reported) -> None:
     wtl = result["win_tie_loss"]["reranked"]["ndcg@10"]
     assert wtl["W"] + wtl["T"] + wtl["L"] == 18
     assert 0.0 <= result["p_value"] <= 1.0
-    assert result["verdict"].startswith(("better", "NOT"))
+    # the verdict says what the numbers say, and quotes them
+    better = result["gain_ndcg"] > 0 and result["p_value"] < 0.05
+    assert result["better"] is better and result["verdict"].startswith("better than" if better else "NOT")
+    assert (
+        f"{result['gain_ndcg']:+.4f}" in result["verdict"]
+        and f"{wtl['W']} wins / {wtl['L']} losses" in result["verdict"]
+    )
     assert json.loads((run_dir / "eval" / "labelled.json").read_text())["verdict"] == result["verdict"]
 
 
@@ -160,6 +166,9 @@ def test_build_with_eval_data_evaluates_and_reports_after_the_build(fake_build, 
             max_queries = 12
             [mine]
             top_k = 4
+            [grade]
+            top_k = "all"
+            source = true
             [train]
             cross_encoder = true
             epochs = 2

@@ -59,6 +59,14 @@ def test_the_cross_encoder_keeps_a_weight_only_when_it_helps() -> None:
     assert noise["scorer"]["cross_encoder_weight"] == 0.0
 
 
+def test_a_significant_gain_below_the_margin_is_not_served() -> None:
+    lists = _lists(30, tuned_rank=0, ce="noise")
+    gain = choose_scorer(lists, k=10, p_value=0.05)["gain_ndcg"]
+    assert choose_scorer(lists, k=10, p_value=0.05, min_gain=gain * 0.9)["scorer"]["first_stage"] == "tuned"
+    above = choose_scorer(lists, k=10, p_value=0.05, min_gain=gain * 1.1)
+    assert above["scorer"]["first_stage"] == "untuned" and above["learned"] is False
+
+
 def test_a_gain_on_too_few_queries_is_not_enough() -> None:
     choice = choose_scorer(_lists(2, tuned_rank=0, ce="finds"), k=10, p_value=0.05)
     assert choice["learned"] is False and choice["scorer"]["first_stage"] == "untuned"
@@ -205,23 +213,22 @@ def test_the_model_folder_carries_its_first_stage_and_the_verdict_says_what_is_s
     assert (model_dir / "first_stage" / "onnx" / "model.onnx").is_file()
     learned = scorer["first_stage_tuned"] or scorer["cross_encoder_weight"] > 0
     assert evaluate["better"] is learned
-    if not learned:
-        assert "serves the first stage's own order" in evaluate["verdict"]
-        assert meta["fusion_alpha"] == 0.0
+    assert ("serves the first stage's own order" in evaluate["verdict"]) is not learned
+    assert learned or meta["fusion_alpha"] == 0.0  # nothing learned: no weight against a client's own scores
     # the first stage is a plain sentence-transformers folder: a user's new (or unchanged) embedder
     first_stage = SentenceTransformer(str(model_dir / "first_stage"), device="cpu")
     docs = ["The dock needs a 32 A type C breaker.", "Parental leave is sixteen weeks.", "Charge for 2 h."]
     cosine = first_stage.encode(docs, normalize_embeddings=True) @ first_stage.encode(["dock breaker"])[0]
-    reranker = Reranker(model_dir)
-    logits = reranker.logits("dock breaker", docs)
-    if scorer["cross_encoder_weight"] == 0:
-        assert logits == pytest.approx(20 * cosine + scorer["bias"], abs=1e-4)
     # a plain CrossEncoder load of the folder gives the cross-encoder alone, as does cross_encoder_only
     alone = Reranker(model_dir, cross_encoder_only=True, variant="fp32").logits("dock breaker", docs)
     torch_alone = CrossEncoder(str(model_dir), device="cpu").predict(
         [("dock breaker", d) for d in docs], activation_fn=__import__("torch").nn.Identity()
     )
     assert alone == pytest.approx(np.asarray(torch_alone), abs=1e-4)
+    # the served score is the folder's scorer over those two parts, whatever weights the build chose
+    served = Reranker(model_dir, variant="fp32").logits("dock breaker", docs)
+    weights = scorer["first_stage_weight"], scorer["cross_encoder_weight"], scorer["bias"]
+    assert served == pytest.approx(weights[0] * cosine + weights[1] * np.asarray(alone) + weights[2], abs=1e-3)
 
 
 @pytest.mark.slow

@@ -54,6 +54,12 @@ def test_cohere_dialect_on_every_path(client: TestClient, reranker: Reranker, pa
     assert body["meta"]["billed_units"] == {"search_units": 1}
 
 
+def test_search_units_count_each_hundred_documents(client: TestClient) -> None:
+    for n, units in ((100, 1), (101, 2), (250, 3)):
+        body = client.post("/v2/rerank", json={"query": QUERY, "documents": [DOCS[i % 4] for i in range(n)]}).json()
+        assert body["meta"]["billed_units"] == {"search_units": units}, n
+
+
 def test_tei_dialect_returns_a_bare_sorted_array(client: TestClient, reranker: Reranker) -> None:
     response = client.post("/rerank", json={"query": QUERY, "texts": DOCS})
     assert response.status_code == 200, response.text
@@ -99,6 +105,15 @@ def test_truncated_documents_are_counted_in_meta_and_metrics(onnx_model_dir: Pat
     samples = metric_samples(client)
     assert samples[("rerankforge_truncated_documents_total", ())] == 2
     assert samples[("rerankforge_documents_total", ())] == 3
+
+
+def test_tei_truncate_false_refuses_a_text_that_does_not_fit(client: TestClient) -> None:
+    refused = client.post("/rerank", json={"query": QUERY, "texts": [DOCS[0], LONG], "truncate": False})
+    assert refused.status_code == 422 and "texts [1] do not fit" in refused.text
+    for truncate in (True, None):
+        body = {"query": QUERY, "texts": [DOCS[0], LONG]} | ({} if truncate is None else {"truncate": truncate})
+        assert client.post("/rerank", json=body).status_code == 200
+    assert client.post("/rerank", json={"query": QUERY, "texts": DOCS, "truncate": False}).status_code == 200
 
 
 def test_window_mode_scores_long_documents_by_their_best_window(onnx_model_dir: Path, reranker: Reranker) -> None:

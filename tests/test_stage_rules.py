@@ -8,7 +8,7 @@ import pytest
 
 from rerankforge.artifacts import Chunk, Judgment, Query
 from rerankforge.config import GradeConfig
-from rerankforge.evaluation.metrics import mrr_at_k, ndcg_at_k
+from rerankforge.ranking import mrr_at_k, ndcg_at_k
 from rerankforge.stages.grade import expected_grade, parse_grade, training_groups
 from rerankforge.stages.queries import (
     _drop_reason,
@@ -273,7 +273,15 @@ def test_the_first_stage_negative_is_never_a_candidate_the_grader_called_relevan
 
     def negative(judgments: list[Judgment]) -> str:
         rows = training_triplets(
-            [query], chunks, {"q0": ranked}, judgments, positive_min_grade=2, negative_max_grade=0, seed=1
+            [query],
+            chunks,
+            {"q0": ranked},
+            judgments,
+            positive_min_grade=2,
+            negative_max_grade=0,
+            seed=1,
+            negatives=1,
+            same_file_first=False,
         )
         return rows[0]["negative"]
 
@@ -288,7 +296,7 @@ def test_the_first_stage_negative_is_never_a_candidate_the_grader_called_relevan
     # the grader rejected the query's own passage: no row at all
     bad = training_triplets(
         [query], chunks, {"q0": ranked}, [Judgment(query_id="q0", chunk_id="a.md#0", grade=0)],
-        positive_min_grade=2, negative_max_grade=0, seed=1,
+        positive_min_grade=2, negative_max_grade=0, seed=1, negatives=1, same_file_first=False,
     )  # fmt: skip
     assert bad == []
 

@@ -17,8 +17,9 @@ from rerankforge.errors import MissingDependencyError, RerankforgeError
 
 app = typer.Typer(
     name="rerankforge",
-    help="Turn a folder of documents into your own reranker: synthetic queries and grades from a local LLM, "
-    "a fine-tuned cross-encoder, evaluated and exported to ONNX.",
+    help="Turn a folder of documents into your own reranker: synthetic queries (and grades) from a local LLM tune "
+    "the first stage's bi-encoder on your corpus, and a cross-encoder when the backbone is a pretrained reranker; "
+    "the build serves whichever it measured best against the untuned first stage, exported to ONNX.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

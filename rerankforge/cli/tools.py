@@ -17,6 +17,7 @@ from rerankforge.cli.common import (
     print_report,
     print_verdict,
 )
+from rerankforge.config import TrainConfig
 from rerankforge.errors import InputError
 
 
@@ -74,25 +75,23 @@ def eval_command(
             "folder on your own labelled queries, pass --data."
         )
     cfg = read_json(run_dir / "config.json")
-    model_dir = model or run_dir / "model"
-    if onnx or not (model_dir / "config.json").is_file():  # a build without a cross-encoder: its scorer, in ONNX
-        from rerankforge.serve.runtime import Reranker
+    from rerankforge.evaluation.scorers import load_scorer
 
-        reranker = Reranker(model_dir, quantized=int8)
-        scorer = reranker.logits
-    else:
-        from rerankforge.training.models import load_cross_encoder
-
-        cross_encoder = load_cross_encoder(str(model_dir), cfg["train"]["max_length"])
-
-        def scorer(query: str, docs: list[str]):  # type: ignore[no-untyped-def]
-            return cross_encoder.predict([(query, d) for d in docs], show_progress_bar=False)
-
-    from rerankforge.serve.runtime import read_metadata
-
-    alpha = read_metadata(model_dir).get("fusion_alpha")  # the build's weight; None: choose one here
+    # the same rule as the labelled evaluation: a build's folder is scored as it is served (its scorer in ONNX)
+    scorer = load_scorer(
+        model or run_dir / "model",
+        onnx=True if onnx else None,
+        int8=int8 if onnx else None,
+        max_length=cfg["train"]["max_length"],
+    )
     cutoff = k or cfg["evaluate"]["k"]
-    result = compare_on_dev(run_dir, scorer, k=cutoff, relevant_min=cfg["grade"]["positive_min_grade"], alpha=alpha)
+    result = compare_on_dev(
+        run_dir,
+        scorer.score,
+        k=cutoff,
+        relevant_min=cfg["grade"]["positive_min_grade"],
+        alpha=scorer.fusion_alpha,  # the build's weight; None: choose one here
+    )
     console.print(metrics_table({**result["metrics"], "fusion": result["fusion"]}))
     console.print(f"The reranker is {result['verdict']}")
 
@@ -158,7 +157,9 @@ def report_command(
 
 def export_command(
     model_dir: Annotated[Path, typer.Argument(help="A saved CrossEncoder folder (e.g. RUN_DIR/model).")],
-    max_length: Annotated[int, typer.Option(help="Max tokens of (query, document).")] = 256,
+    max_length: Annotated[int, typer.Option(help="Max tokens of (query, document).")] = TrainConfig.model_fields[
+        "max_length"
+    ].default,
     quantize: Annotated[bool, typer.Option(help="Also write the int8 model.")] = True,
 ) -> None:
     """Export a cross-encoder to ONNX (fp32 + int8) beside it, with a parity check against torch."""
@@ -195,11 +196,15 @@ def serve_command(
         str | None, typer.Option(help="truncate (default) or window: score long documents by their best window.")
     ] = None,
     max_documents: Annotated[int | None, typer.Option(help="Documents per request (default 1000).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="A TOML file whose [serve] table sets any serve.* key; options win."),
+    ] = None,
 ) -> None:
     """Serve the reranker over HTTP: Cohere-compatible /v2/rerank, /v1/rerank, /rerank; TEI-compatible /rerank."""
     import uvicorn
 
-    from rerankforge.config import ServeConfig, load_section
+    from rerankforge.config import load_serve_config
     from rerankforge.serve.app import create_app
 
     overrides = {
@@ -211,7 +216,7 @@ def serve_command(
         "long_documents": long_documents,
         "max_documents": max_documents,
     }
-    cfg = load_section(ServeConfig, {k: v for k, v in overrides.items() if v is not None}, "the serve options")
+    cfg = load_serve_config(config, overrides)
     key = api_key or os.environ.get("RERANKFORGE_API_KEY")
     app = create_app(model_dir, api_key=key, variant=variant, quantized=int8, config=cfg)
     reranker = app.state.reranker

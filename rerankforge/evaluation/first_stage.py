@@ -36,17 +36,14 @@ def bm25_search(corpus: dict[str, str], queries: dict[str, str], k: int) -> Run:
 
 def dense_search(corpus: dict[str, str], queries: dict[str, str], k: int, bi_encoder: str, batch_size: int = 32) -> Run:
     """Cosine top-``k`` of a sentence-transformers bi-encoder, in an in-memory Qdrant collection."""
-    from rerankforge.index.embedding import embed, load_bi_encoder
-    from rerankforge.index.qdrant import QdrantIndex
+    from rerankforge.config import MineConfig
+    from rerankforge.index.embedding import embed, embed_chunks, load_bi_encoder
+    from rerankforge.index.qdrant import index_and_search
 
     model = load_bi_encoder(bi_encoder)
     ids, query_ids = list(corpus), list(queries)
-    doc_vectors = embed(model.encode_document, [corpus[i] for i in ids], batch_size)
+    # the documents as the build's mine stage embeds them: ONNX on a CPU, from the cross-build vector cache
+    doc_vectors, _ = embed_chunks(MineConfig(bi_encoder=bi_encoder, batch_size=batch_size), [corpus[i] for i in ids])
     query_vectors = embed(model.encode_query, [queries[q] for q in query_ids], batch_size)
-    index = QdrantIndex(path=None, url=None, collection="rerankforge_eval")
-    try:
-        index.rebuild(doc_vectors, ids)
-        hits = index.search(query_vectors, k=min(k, len(ids)))
-    finally:
-        index.close()
+    hits = index_and_search(doc_vectors, ids, query_vectors, k, path=None, url=None, collection="rerankforge_eval")
     return {query_id: dict(query_hits) for query_id, query_hits in zip(query_ids, hits, strict=True)}

@@ -26,6 +26,7 @@ from rerankforge.evaluation.first_stage import Run, bm25_search, dense_search
 from rerankforge.evaluation.labels import LabelledData
 from rerankforge.evaluation.metrics import metric_names, score_runs
 from rerankforge.evaluation.scorers import Scorer
+from rerankforge.evaluation.verdict import verdict
 from rerankforge.fusion import fuse
 
 LABELLED_RESULT = "eval/labelled.json"
@@ -115,24 +116,20 @@ def evaluate_labelled(
     wtl = scores.win_tie_loss["reranked"][main]
     n = len(query_ids)
     evidence = f"nDCG@{cfg.k} {gain:+.4f}, paired t-test p = {p_value:.3g}, {wtl['W']} wins / {wtl['L']} losses"
-    if better:
-        verdict = f"better than the {base} first stage on {n} labelled queries ({evidence})"
-    elif gain > cfg.min_gain:
-        verdict = (
-            f"NOT significantly better than the {base} first stage on {n} labelled queries ({evidence}): "
-            f"the gain may be chance; label more queries before trusting it"
-        )
-    elif wtl["W"] == 0 and wtl["L"] == 0:
-        verdict = (
-            f"NOT better than the {base} first stage on {n} labelled queries, and no worse: it ranks every one of "
-            f"them as the first stage does ({evidence}). When the build learned nothing that beats its first "
-            "stage, the model serves that first stage's own order; build with more queries or a stronger LLM"
-        )
-    else:
-        verdict = (
-            f"NOT better than the {base} first stage on {n} labelled queries ({evidence}): keep the first stage's "
-            "order, and build with more queries or a stronger LLM"
-        )
+    same_order = wtl["W"] == 0 and wtl["L"] == 0
+    said = verdict(
+        gain,
+        p_value < cfg.p_value,
+        min_gain=cfg.min_gain,
+        baseline=f"the {base} first stage on {n} labelled queries",
+        evidence=evidence,
+        unsure="the gain may be chance; label more queries before trusting it",
+        worse="no worse either: it ranks every one of them as the first stage does. When the build learned nothing "
+        "that beats its first stage, the model serves that first stage's own order; build with more queries or a "
+        "stronger LLM"
+        if same_order
+        else "keep the first stage's order, and build with more queries or a stronger LLM",
+    )
     per_query = [
         {"query_id": q, "query": queries[q], **{name: round(scores.per_query[name][main][q], 4) for name in runs}}
         for q in query_ids
@@ -150,7 +147,7 @@ def evaluate_labelled(
         "gain_ndcg": gain,
         "p_value": p_value,
         "better": better,
-        "verdict": verdict,
+        "verdict": said,
         "per_query": per_query,
     }
 

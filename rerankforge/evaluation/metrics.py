@@ -1,4 +1,5 @@
-"""IR metrics and the paired significance test, from ranx: nDCG@k, MRR@k, MAP, Recall@k.
+"""Labelled evaluation's IR metrics and its paired two-sided significance test, from ranx: nDCG@k, MRR@k, MAP,
+Recall@k (a loss is reported as well as a gain). The per-list arithmetic lives in :mod:`rerankforge.ranking`.
 
 Example:
     >>> qrels = {"q1": {"d1": 1, "d3": 2}, "q2": {"d2": 1}}
@@ -12,41 +13,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rerankforge.errors import MissingDependencyError
 
 Run = dict[str, dict[str, float]]
-
-
-def ndcg_at_k(ranked_grades: Sequence[float], k: int) -> float:
-    """nDCG@k with linear gains, for grades in ranked order (the ideal is the same grades sorted).
-
-    Example:
-        >>> round(ndcg_at_k([0, 3, 1], k=10), 4)
-        0.659
-    """
-
-    def dcg(grades: Sequence[float]) -> float:
-        return sum(g / math.log2(i + 2) for i, g in enumerate(grades[:k]))
-
-    ideal = dcg(sorted(ranked_grades, reverse=True))
-    return dcg(ranked_grades) / ideal if ideal > 0 else 0.0
-
-
-def mrr_at_k(ranked_grades: Sequence[float], k: int, relevant_min: float) -> float:
-    """Reciprocal rank of the first relevant item within the top k, else 0.
-
-    Example:
-        >>> mrr_at_k([0, 1, 3], k=10, relevant_min=2)
-        0.3333333333333333
-    """
-    for i, grade in enumerate(ranked_grades[:k]):
-        if grade >= relevant_min:
-            return 1.0 / (i + 1)
-    return 0.0
 
 
 def metric_names(k: int, recall_k: tuple[int, ...]) -> list[str]:

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl
-from rerankforge.evaluation.metrics import mrr_at_k, ndcg_at_k
-from rerankforge.fusion import choose_alpha, fuse, significant_gain
+from rerankforge.evaluation.verdict import verdict
+from rerankforge.fusion import choose_alpha, fuse
+from rerankforge.ranking import mrr_at_k, ndcg_at_k, significant_gain
 
 Scorer = Callable[[str, list[str]], Sequence[float]]
 
@@ -82,24 +83,22 @@ def compare_on_dev(
     significant = p_value is None or significant_gain([q["reranked"]["ndcg"] for q in per_query], first, p_value)
     better = gain > min_gain and significant
     where = f"nDCG@{k} {gain:+.4f} on {n} held-out synthetic queries"
-    if better:
-        verdict = f"better than the first stage ({where})"
-    elif gain > min_gain:
-        verdict = (
-            f"NOT significantly better than the first stage ({where}, paired t-test p >= {p_value}): too few or "
-            "too noisy held-out queries to tell; build with more queries, and check on real labels with --eval-data"
-        )
-    else:
-        verdict = (
-            f"NOT better than the first stage ({where}): keep the first stage's order, serve it fused with the "
-            "first stage's scores, or build with more queries"
-        )
+    said = verdict(
+        gain,
+        significant,
+        min_gain=min_gain,
+        baseline="the first stage",
+        evidence=where if significant else f"{where}, paired t-test p >= {p_value}",
+        unsure="too few or too noisy held-out queries to tell; build with more queries, and check on real labels "
+        "with --eval-data",
+        worse="keep the first stage's order, serve it fused with the first stage's scores, or build with more queries",
+    )
     return {
         "dev_queries": n,
         "metrics": metrics,
         "gain_ndcg": gain,
         "better": better,
-        "verdict": verdict,
+        "verdict": said,
         "fusion": {"alpha": alpha, "gain_ndcg": fused_gain},
         "per_query": per_query,
     }

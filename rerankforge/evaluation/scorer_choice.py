@@ -15,14 +15,13 @@ With neither, the scorer is the untuned first stage alone, so the served order i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from rerankforge.evaluation.metrics import ndcg_at_k
-from rerankforge.fusion import choose_alpha, significant_gain
-from rerankforge.training.bi_encoder import SCALE
+from rerankforge.fusion import choose_alpha
+from rerankforge.ranking import SCALE, ndcg_at_k, ndcg_of_scores, one_sided_p, significant_gain
 
 CE_RATIOS = (0.25, 0.5, 1.0, 2.0, 4.0)  # cross-encoder weights, as multiples of the first stage's spread
 
@@ -37,23 +36,19 @@ class DevList:
     cross_encoder: np.ndarray | None  # the cross-encoder's logits (None: the build trained none)
 
 
-def ndcg(grades: Sequence[float], scores: np.ndarray, k: int) -> float:
-    """nDCG@k of the candidates ordered by ``scores``."""
-    return ndcg_at_k([grades[i] for i in np.argsort(-np.asarray(scores), kind="stable")], k)
-
-
 def _per_query(lists: list[DevList], score_of: Callable[[DevList], np.ndarray], k: int) -> list[float]:
-    return [ndcg(d.grades, score_of(d), k) for d in lists]
+    return [ndcg_of_scores(d.grades, score_of(d), k) for d in lists]
 
 
-def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dict[str, object]:
-    """The served scorer and the figures behind the choice (see the module doc for the rule)."""
+def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None, min_gain: float = 0.0) -> dict[str, object]:
+    """The served scorer and the figures behind the choice (see the module doc for the rule); a part must also
+    lift the held-out nDCG@k by more than ``min_gain`` (a margin, beside the p-value)."""
     first = _per_query(lists, lambda d: d.first, k)
 
     def better(system: list[float], baseline: list[float], tries: int = 1) -> bool:
         gain = float(np.mean(system) - np.mean(baseline)) if system else 0.0
         # Bonferroni: the best of several weights must clear p / tries, not p (a noise weight wins somewhere)
-        return gain > 0 and (p_value is None or significant_gain(system, baseline, p_value / tries))
+        return gain > min_gain and (p_value is None or significant_gain(system, baseline, p_value / tries))
 
     systems: dict[str, list[float]] = {"first stage": first}
     base = "untuned"
@@ -99,16 +94,7 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None) -> dic
         },
         "learned": learned,
         "gain_ndcg": gain,
-        "p_value": _p(best, first) if learned else None,
+        "p_value": one_sided_p(best, first) if learned else None,
         "fusion_alpha": alpha,
         "systems": {name: round(float(np.mean(v)), 4) if v else 0.0 for name, v in systems.items()},
     }
-
-
-def _p(system: list[float], baseline: list[float]) -> float | None:
-    diffs = np.asarray(system) - np.asarray(baseline)
-    if diffs.size < 2 or np.all(diffs == diffs[0]):
-        return None
-    from scipy.stats import ttest_1samp
-
-    return float(ttest_1samp(diffs, 0.0, alternative="greater").pvalue)

@@ -53,9 +53,9 @@ def embed_documents(cfg: MineConfig, texts: list[str]) -> np.ndarray:
     export the model folder gets; 2x torch's speed here, and within 1e-4 of torch's vectors, which the export
     checks); on a GPU, or where no export can be made, by torch."""
     if not _has_cuda():
+        from rerankforge.index.first_stage_export import untuned_export
         from rerankforge.serve.embedder import OnnxEmbedder
         from rerankforge.serve.runtime import usable_cores
-        from rerankforge.training.bi_encoder import untuned_export
 
         try:
             folder, _ = untuned_export(cfg.bi_encoder)

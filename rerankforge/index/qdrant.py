@@ -92,3 +92,23 @@ class QdrantIndex:
 
     def close(self) -> None:
         self.client.close()
+
+
+def index_and_search(
+    vectors: np.ndarray,
+    ids: list[str],
+    queries: np.ndarray,
+    k: int,
+    *,
+    path: Path | None,
+    url: str | None,
+    collection: str,
+) -> list[list[tuple[str, float]]]:
+    """Put ``vectors`` (with ``ids``) into a fresh collection, and the top-``k`` of each query vector from it
+    (``k`` is capped at the collection's size). ``path`` and ``url`` None: an in-memory collection."""
+    index = QdrantIndex(path=path, url=url, collection=collection)
+    try:
+        index.rebuild(vectors, ids)
+        return index.search(queries, k=min(k, len(ids)))
+    finally:
+        index.close()

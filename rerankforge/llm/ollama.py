@@ -35,9 +35,12 @@ def list_ollama_models(host: str | None = None, timeout: float = 2.0) -> list[st
     return [m.model for m in response.models if m.model]
 
 
+LOGPROBS_SINCE = "0.12.11"  # the first Ollama that returns token log-probabilities from /api/chat
+
+
 class OllamaProvider(LLMProvider):
     name = "ollama"
-    supports_logprobs = True  # Ollama 0.12.11 and later; older servers leave them out and grades use the argmax
+    supports_logprobs = True  # from Ollama LOGPROBS_SINCE on; older servers leave them out, grades use the argmax
 
     def __init__(
         self,

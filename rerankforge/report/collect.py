@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_json, read_jsonl
+from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, grade_histogram, read_json, read_jsonl
 from rerankforge.errors import InputError
 from rerankforge.evaluation.labelled import LABELLED_RESULT
 from rerankforge.pipeline import BUILD_RECORD, STAGE_NAMES
@@ -75,8 +74,7 @@ def synthetic_data(run_dir: Path) -> dict[str, Any]:
     if not judgments_file.is_file() or not candidates_file.is_file():
         return data
     judgments = read_jsonl(judgments_file, Judgment)
-    counts = Counter(j.grade for j in judgments)
-    data["grade_counts"] = {str(g): counts.get(g, 0) for g in range(4)}
+    data["grade_counts"] = grade_histogram(judgments)
     grades = {(j.query_id, j.chunk_id): j.grade for j in judgments}
     chunks = {c.id: c for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
     candidates = {c.query_id: c.candidates for c in read_jsonl(candidates_file, CandidateList)}

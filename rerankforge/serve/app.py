@@ -63,7 +63,9 @@ class CohereRerankRequest(BaseModel):
     top_n: int | None = Field(None, ge=1)
     return_documents: bool = False
     max_tokens_per_doc: int | None = Field(None, ge=1, description="Cut each document to this many tokens first.")
-    model: str | None = Field(None, description="Accepted for compatibility; the server has one model.")
+    model: str | None = Field(
+        None, description="Accepted, not checked: Cohere's clients require it, and the server has one model."
+    )
     raw_scores: bool = Field(False, description="rerankforge: raw logits instead of sigmoid relevance scores.")
     first_stage_scores: list[FiniteFloat] | None = Field(
         None, description="rerankforge: your retriever's scores, one per document, fused with the reranker's."
@@ -71,7 +73,8 @@ class CohereRerankRequest(BaseModel):
 
 
 class TEIRerankRequest(BaseModel):
-    """Text Embeddings Inference's rerank body. ``truncate`` is accepted: documents are always made to fit."""
+    """Text Embeddings Inference's rerank body. ``truncate: false`` refuses (422) a text that does not fit beside
+    the query, as TEI does; otherwise such a text is cut (or scored by windows, ``serve.long_documents``)."""
 
     model_config = ConfigDict(extra="ignore")
     query: Text = Field(min_length=1)
@@ -97,6 +100,9 @@ class TEIResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+
+
+SEARCH_UNIT_DOCUMENTS = 100  # Cohere's billing unit: one query over up to 100 documents
 
 
 def _dialect(body: Any) -> str:
@@ -309,7 +315,7 @@ def create_app(
         ]
         meta: dict[str, Any] = {
             "api_version": {"version": version},
-            "billed_units": {"search_units": 1},
+            "billed_units": {"search_units": -(-len(texts) // SEARCH_UNIT_DOCUMENTS)},
             "latency_ms": round((time.perf_counter() - started) * 1e3, 2),
             "truncated_documents": result.truncated,
             "fusion": {"applied": fused, "alpha": reranker.fusion_alpha if fused else None},
@@ -318,6 +324,10 @@ def create_app(
 
     async def tei(body: TEIRerankRequest) -> list[TEIResult]:
         result = await score(body.query, body.texts, None)
+        if body.truncate is False and result.truncated and reranker.long_documents == "truncate":
+            cut = [i for i, c in enumerate(result.cut) if c][:5]
+            raise invalid("texts", f"texts {cut} do not fit beside the query in the model's window and truncate is "
+                          "false: send shorter texts, or truncate: true")  # fmt: skip
         ranked = reranker.rank(result.logits, raw_scores=body.raw_scores)
         return [TEIResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
 

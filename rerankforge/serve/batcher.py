@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from rerankforge.config import ServeConfig
 from rerankforge.serve.runtime import PairScores, Reranker
 
 
@@ -45,13 +46,14 @@ class MicroBatcher:
         self,
         reranker: Reranker,
         *,
-        max_wait_ms: float = 2.0,
-        max_pairs: int = 256,
+        max_wait_ms: float | None = None,
+        max_pairs: int | None = None,
         on_batch: Callable[[int, int, float], None] | None = None,
     ) -> None:
+        defaults = ServeConfig()  # not passed: the serve config's default (one home for each)
         self.reranker = reranker
-        self.max_wait = max_wait_ms / 1000
-        self.max_pairs = max_pairs
+        self.max_wait = (defaults.max_wait_ms if max_wait_ms is None else max_wait_ms) / 1000
+        self.max_pairs = defaults.max_batch_pairs if max_pairs is None else max_pairs
         self.on_batch = on_batch
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="rerankforge-batcher", daemon=True)

@@ -65,6 +65,15 @@ ONNX_VARIANTS = {name: Path(v.path).name for name, v in VARIANTS.items() if v.en
 LongDocuments = Literal["truncate", "window"]
 
 
+def scorer_weights(scorer: dict[str, Any], *, cross_encoder: bool) -> tuple[float, float, float]:
+    """(first-stage weight, cross-encoder weight, bias) of a model folder's scorer. A key the folder lacks (a
+    folder exported by hand, or with ``cross_encoder_only``) means that part alone: the cross-encoder's logit when
+    there is one, else the first stage's cosine."""
+    first = float(scorer.get("first_stage_weight", 0.0 if cross_encoder else 1.0))
+    cross = float(scorer.get("cross_encoder_weight", 1.0)) if cross_encoder else 0.0
+    return first, cross, float(scorer.get("bias", 0.0))
+
+
 def read_metadata(model_dir: Path) -> dict[str, Any]:
     path = model_dir / METADATA_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -287,9 +296,7 @@ class Reranker:
         self.precision = self._engine.precision
         scorer = {} if cross_encoder_only else scorer
         self.scorer: dict[str, Any] = scorer
-        self.first_stage_weight = float(scorer.get("first_stage_weight", 0.0))
-        self.cross_encoder_weight = float(scorer.get("cross_encoder_weight", 1.0))
-        self.bias = float(scorer.get("bias", 0.0))
+        self.first_stage_weight, self.cross_encoder_weight, self.bias = scorer_weights(scorer, cross_encoder=True)
         if scorer.get("first_stage"):
             self.first_stage = OnnxEmbedder(
                 self.model_dir / scorer["first_stage"], threads=self.threads, batch_size=max(self.batch_size, 16)
@@ -305,9 +312,7 @@ class Reranker:
         )
         self.scorer = scorer
         self.first_stage = embedder
-        self.first_stage_weight = float(scorer.get("first_stage_weight", 1.0))
-        self.cross_encoder_weight = 0.0
-        self.bias = float(scorer.get("bias", 0.0))
+        self.first_stage_weight, self.cross_encoder_weight, self.bias = scorer_weights(scorer, cross_encoder=False)
         self.onnx_path = embedder.folder / EMBEDDER_FILE
         self.variant = "first_stage"
         self.engine = "onnxruntime"

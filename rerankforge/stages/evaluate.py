@@ -1,4 +1,5 @@
-"""Stage 6: nDCG@10 and MRR@10 on the held-out synthetic queries, first stage alone vs reranked.
+"""Stage 6: nDCG@10 and MRR@10 on the held-out synthetic queries, the untuned first stage vs what the build serves
+(the tuned first stage, or a fusion with a trained cross-encoder).
 
 Relevance comes from the LLM's grades of each dev query's candidates; both systems rank the same
 candidate list, so the comparison isolates what the reranker adds.
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import Chunk, Query, read_json, read_jsonl, write_json
-from rerankforge.evaluation.metrics import mrr_at_k, ndcg_at_k
 from rerankforge.evaluation.on_dev import Scorer, compare_on_dev
+from rerankforge.evaluation.verdict import verdict
+from rerankforge.ranking import mrr_at_k, ndcg_at_k
 from rerankforge.stage import StageContext, StageResult
 
 __all__ = ["VERSION", "Scorer", "compare_on_dev", "mrr_at_k", "ndcg_at_k", "run"]
@@ -107,21 +109,28 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     """The verdict on the served scorer, worded to follow the CLI's "The reranker is"."""
     systems = choice["systems"]
     where = f"on {n} held-out synthetic queries, each judged by its own source passage"
-    if choice["learned"]:
-        scorer = choice["scorer"]
-        parts = "the tuned first stage" if scorer["first_stage"] == "tuned" else "the first stage"
-        if scorer["cross_encoder_weight"]:
-            parts += f" plus the cross-encoder (weight {scorer['cross_encoder_weight']:.3g})"
-        return (
-            f"better than the first stage: it serves {parts}, nDCG@{k} {choice['gain_ndcg']:+.4f} "
-            f"({systems['first stage']:.4f} first stage) {where}, paired t-test p = {choice['p_value']:.3g}"
-        )
+    scorer = choice["scorer"]
+    parts = "the tuned first stage" if scorer["first_stage"] == "tuned" else "the first stage"
+    if scorer["cross_encoder_weight"]:
+        parts += f" plus the cross-encoder (weight {scorer['cross_encoder_weight']:.3g})"
     learned = {name: value for name, value in systems.items() if name != "first stage"}
     best = max(learned, key=lambda name: learned[name]) if learned else None
     tried = f"; best of the rest: {best} {learned[best]:.4f}" if best else ""
-    return (
-        f"NOT better than the untuned first stage (nDCG@{k} {systems['first stage']:.4f} {where}{tried}, not a "
-        "significant gain): the model serves the first stage's own order. Build with more queries or a stronger LLM"
+    if choice["learned"]:
+        evidence = (
+            f"nDCG@{k} {choice['gain_ndcg']:+.4f} ({systems['first stage']:.4f} first stage) {where}, paired t-test "
+            f"p = {choice['p_value']:.3g}"
+        )
+    else:
+        evidence = f"nDCG@{k} {systems['first stage']:.4f} {where}{tried}, no significant gain above the margin"
+    return verdict(
+        choice["gain_ndcg"] if choice["learned"] else 0.0,
+        bool(choice["learned"]),
+        baseline="the untuned first stage",
+        evidence=evidence,
+        unsure="",
+        worse="the model serves the first stage's own order. Build with more queries or a stronger LLM",
+        then=f"it serves {parts}",
     )
 
 
@@ -148,7 +157,7 @@ def run(ctx: StageContext) -> StageResult:
         model = load_cross_encoder(str(model_dir), ctx.config.train.max_length)
     tuned = tuned_vectors(ctx)
     lists = dev_lists(ctx, model, tuned)
-    choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value)
+    choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value, min_gain=cfg.min_gain)
     choice["scorer"]["cross_encoder"] = model is not None
     judged = {"k": cfg.k, "relevant_min": ctx.config.grade.positive_min_grade, "min_gain": cfg.min_gain,
               "p_value": cfg.dev_p_value, "progress": ctx.progress}  # fmt: skip

@@ -1,4 +1,5 @@
-"""Stage 7: export the trained cross-encoder to ONNX (fp32 and int8) and OpenVINO int8, with a parity check.
+"""Stage 7: export what the build serves to ONNX, with a parity check: the first stage's bi-encoder always, and a
+trained cross-encoder (fp32, int8 and OpenVINO int8) when there is one.
 
 Layout (what sentence-transformers' ONNX and OpenVINO backends and other ONNX servers read)::
 
@@ -30,6 +31,7 @@ import numpy as np
 
 from rerankforge.artifacts import Chunk, Query, atomic_path, read_jsonl, write_json
 from rerankforge.errors import MissingDependencyError, StageError
+from rerankforge.onnx_trace import trace_to_onnx
 from rerankforge.serve.runtime import (
     METADATA_FILE,
     ONNX_VARIANTS,
@@ -41,7 +43,6 @@ from rerankforge.serve.runtime import (
 )
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.training import card
-from rerankforge.training.onnx_trace import trace_to_onnx
 
 VERSION = "6"  # 6: a model folder without a cross-encoder when the build trained none
 # 5: the scorer's first stage in model/first_stage
@@ -247,13 +248,13 @@ def export_model(
     model_dir: Path,
     *,
     max_length: int,
-    opset: int = 17,
-    quantize: bool = True,
-    parity_tolerance: float = 1e-4,
+    opset: int | None = None,
+    quantize: bool | None = None,
+    parity_tolerance: float | None = None,
     parity_pairs: list[tuple[str, str]] | None = None,
     calibration_pairs: list[tuple[str, str]] | None = None,
-    static_int8: bool = True,
-    openvino: bool = True,
+    static_int8: bool | None = None,
+    openvino: bool | None = None,
     progress: Any = None,
 ) -> dict[str, Any]:
     """Export a saved CrossEncoder folder to ``onnx/model.onnx`` (+ int8 variants), check parity.
@@ -268,8 +269,15 @@ def export_model(
     """
     import torch
 
+    from rerankforge.config import ExportConfig
     from rerankforge.training.models import load_cross_encoder
 
+    defaults = ExportConfig()  # a setting not passed is the config's default (one home for each)
+    opset = defaults.opset if opset is None else opset
+    quantize = defaults.quantize if quantize is None else quantize
+    parity_tolerance = defaults.parity_tolerance if parity_tolerance is None else parity_tolerance
+    static_int8 = defaults.static_int8 if static_int8 is None else static_int8
+    openvino = defaults.openvino if openvino is None else openvino
     report = progress or (lambda done, total, note="": None)
     model = load_cross_encoder(str(model_dir), max_length)
     for spec in VARIANTS.values():  # an earlier export's files must not pass for this model's
@@ -366,7 +374,8 @@ def _timed(reranker: Reranker, pairs: list[tuple[str, str]]) -> float:
 
 def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, Any]) -> tuple[dict, dict]:
     """The scorer's first stage (tuned or not, as the evaluate stage chose) in ``model/first_stage``, torch-free."""
-    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, export_first_stage
+    from rerankforge.index.first_stage_export import export_first_stage
+    from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 
     target = model_dir / FIRST_STAGE_DIR
     shutil.rmtree(target, ignore_errors=True)
@@ -387,7 +396,7 @@ def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, An
 def _untuned_first_stage(name: str, target: Path, opset: int) -> dict[str, Any]:
     """The untuned bi-encoder's export, made once per model and copied from $RERANKFORGE_HOME afterwards."""
     from rerankforge.index.embedding import load_bi_encoder
-    from rerankforge.training.bi_encoder import export_first_stage, untuned_export
+    from rerankforge.index.first_stage_export import export_first_stage, untuned_export
 
     try:
         cached, parity = untuned_export(name, opset)

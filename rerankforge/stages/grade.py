@@ -25,6 +25,7 @@ from rerankforge.artifacts import (
     Query,
     TrainingGroup,
     atomic_write_text,
+    grade_histogram,
     group_by_query,
     read_jsonl,
     write_jsonl,
@@ -190,7 +191,7 @@ def run(ctx: StageContext) -> StageResult:
     qrels = "query-id\tcorpus-id\tscore\n" + "".join(f"{j.query_id}\t{j.chunk_id}\t{j.grade}\n" for j in judgments)
     atomic_write_text(ctx.out / "qrels.tsv", qrels)
     beir = write_beir(ctx.out / "beir", chunks, queries, qrels)
-    histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
+    histogram = grade_histogram(judgments)
     source_of = {q.id: q.chunk_id for q in queries}
     source_grades = [j.grade for j in judgments if source_of[j.query_id] == j.chunk_id]
     summary = {

@@ -13,7 +13,7 @@ import numpy as np
 from rerankforge.artifacts import Candidate, CandidateList, Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig
 from rerankforge.index.embedding import embed, embed_chunks, load_bi_encoder
-from rerankforge.index.qdrant import QdrantIndex
+from rerankforge.index.qdrant import index_and_search
 from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
 
@@ -34,14 +34,15 @@ def run(ctx: StageContext) -> StageResult:
     chunk_vectors, cached = embed_chunks(cfg, [c.text for c in chunks])
     query_vectors = embed(model.encode_query, [q.text for q in queries], cfg.batch_size)
     ctx.progress(1, 2, "searching Qdrant")
-    index = QdrantIndex(
-        path=None if cfg.qdrant_url else ctx.out / "qdrant", url=cfg.qdrant_url, collection=cfg.collection
+    hits = index_and_search(
+        chunk_vectors,
+        [c.id for c in chunks],
+        query_vectors,
+        cfg.top_k,
+        path=None if cfg.qdrant_url else ctx.out / "qdrant",
+        url=cfg.qdrant_url,
+        collection=cfg.collection,
     )
-    try:
-        index.rebuild(chunk_vectors, [c.id for c in chunks])
-        hits = index.search(query_vectors, k=min(cfg.top_k, len(chunks)))
-    finally:
-        index.close()
     position = {c.id: i for i, c in enumerate(chunks)}
     lists, source_found = [], 0
     for query, query_hits, query_vector in zip(queries, hits, query_vectors, strict=True):

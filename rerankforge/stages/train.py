@@ -20,6 +20,7 @@ from rerankforge.artifacts import (
     Chunk,
     Judgment,
     Query,
+    grade_histogram,
     group_by_query,
     read_jsonl,
     text_sha256,
@@ -303,7 +304,7 @@ def run(ctx: StageContext) -> StageResult:
         "precision": precision,
         "processes": launch.world_size,
     }
-    histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
+    histogram = grade_histogram(judgments)
     card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
     shutil.rmtree(checkpoints, ignore_errors=True)
     # the card (README.md) is left out: the export stage adds what is served to it
@@ -354,7 +355,7 @@ def _first_stage_only(
     if launch.follower:
         return StageResult(files=[], summary=summary)
     model_dir.mkdir(parents=True)
-    histogram = {str(g): sum(1 for j in judgments if j.grade == g) for g in range(4)}
+    histogram = grade_histogram(judgments)
     card.write(model_dir, card.render_first_stage_only(summary, histogram))
     files = [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
     return StageResult(files=[*files, "train/split.json"], summary=summary)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rerankforge.artifacts import CandidateList, Chunk, Judgment, Query, read_jsonl
-from rerankforge.evaluation.metrics import ndcg_at_k
+from rerankforge.ranking import ndcg_at_k, ndcg_of_scores
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,7 @@ def dev_queries(
 
 def rerank_ndcg(dev: list[DevQuery], scores: list[np.ndarray], k: int) -> float:
     """Mean nDCG@k of the dev queries ranked by ``scores`` (one array per query)."""
-    values = [
-        ndcg_at_k([q.grades[i] for i in np.argsort(-s, kind="stable")], k) for q, s in zip(dev, scores, strict=True)
-    ]
+    values = [ndcg_of_scores(q.grades, s, k) for q, s in zip(dev, scores, strict=True)]
     return float(np.mean(values)) if values else 0.0
 
 
