@@ -145,6 +145,13 @@ class _ServerMetrics:
         )
         info = Gauge("rerankforge_model_info", "The served model", ["onnx", "variant"], registry=self.registry)
         info.labels(onnx=reranker.onnx_path.name, variant=reranker.variant).set(1)
+        cache = reranker.vector_cache
+        if cache is not None and reranker.first_stage is not None:
+            for stat, meaning in (("hits", "Document vectors found in memory"), ("misses", "Document vectors "
+                                  "computed"), ("bytes", "Memory held by document vectors"), ("evictions",
+                                  "Document vectors dropped at the memory cap")):  # fmt: skip
+                gauge = Gauge(f"rerankforge_vector_cache_{stat}", meaning, registry=self.registry)
+                gauge.set_function(lambda stat=stat: cache.stats()[stat])
 
     def on_batch(self, requests: int, pairs: int, seconds: float) -> None:
         self.batches.inc()
@@ -233,6 +240,7 @@ def create_app(
         threads=cfg.threads,
         batch_size=cfg.batch_size,
         long_documents=cfg.long_documents,
+        vector_cache_mb=cfg.vector_cache_mb,
     )
     metrics = _ServerMetrics(reranker)
     batcher = MicroBatcher(

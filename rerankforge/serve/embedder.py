@@ -12,7 +12,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,56 @@ def padded_batches(
         yield idx, {k: v for k, v in feed.items() if k in input_names}
 
 
+class VectorMemo:
+    """Document vectors kept in memory, least recently used first out, within ``max_bytes`` (the vectors' own
+    bytes). Safe to share between threads; the server's micro-batches all read and fill the one memo.
+
+    Example:
+        >>> memo = VectorMemo(max_bytes=2 * 4 * 3)  # room for two 3-dim float32 vectors
+        >>> memo.store([("m", "a"), ("m", "b"), ("m", "c")], np.ones((3, 3), dtype=np.float32))
+        >>> [v is None for v in memo.lookup([("m", "a"), ("m", "c")])], memo.stats()["bytes"]
+        ([True, False], 24)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = self.hits = self.misses = self.evictions = 0
+
+    def lookup(self, keys: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
+        """The vector of each key, or None; a found one becomes the most recently used."""
+        found: list[np.ndarray | None] = []
+        with self._lock:
+            for key in keys:
+                vector = self._vectors.get(key)
+                if vector is not None:
+                    self._vectors.move_to_end(key)
+                found.append(vector)
+            hits = sum(v is not None for v in found)
+            self.hits += hits
+            self.misses += len(found) - hits
+        return found
+
+    def store(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
+        """Keep ``vectors`` (one row per key, copied), evicting the least recently used beyond the cap."""
+        with self._lock:
+            for key, vector in zip(keys, vectors, strict=True):
+                if key in self._vectors or vector.nbytes > self.max_bytes:
+                    continue
+                self._vectors[key] = vector.copy()
+                self.bytes += vector.nbytes
+                while self.bytes > self.max_bytes:
+                    _, old = self._vectors.popitem(last=False)
+                    self.bytes -= old.nbytes
+                    self.evictions += 1
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "bytes": self.bytes, "entries": len(self._vectors),
+                    "evictions": self.evictions, "max_bytes": self.max_bytes}  # fmt: skip
+
+
 class OnnxEmbedder:
     """A bi-encoder folder written by the export (``onnx/model.onnx`` + ``tokenizer.json``), run by onnxruntime.
 
@@ -52,9 +105,13 @@ class OnnxEmbedder:
         folder: the first-stage folder of an exported model (``model/first_stage``).
         threads: intra-op threads.
         batch_size: texts per forward pass.
+        cache: a memo of document vectors (shared, or None: every document is embedded each time); its keys
+            carry this model's fingerprint, so one memo can serve several embedders.
     """
 
-    def __init__(self, folder: str | Path, *, threads: int = 1, batch_size: int = 16) -> None:
+    def __init__(
+        self, folder: str | Path, *, threads: int = 1, batch_size: int = 16, cache: VectorMemo | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -80,6 +137,13 @@ class OnnxEmbedder:
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.cache = cache
+        # the model's fingerprint: its graph and what shapes its inputs (a tuned and an untuned export differ)
+        digest = hashlib.sha256(meta_path.read_bytes())
+        with model_path.open("rb") as graph:
+            for block in iter(lambda: graph.read(1 << 20), b""):
+                digest.update(block)
+        self.fingerprint = digest.hexdigest()[:16]
 
     def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
         """Unit vectors of ``texts`` (``kind`` "query" or "document" picks the model's own prompt, if any)."""
@@ -93,12 +157,27 @@ class OnnxEmbedder:
             out[idx] = vectors
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
+    def document_vectors(self, docs: Sequence[str]) -> np.ndarray:
+        """Unit vectors of ``docs``: from the memo where it has them, the rest embedded (and kept there)."""
+        if self.cache is None:
+            return self.embed(docs, "document")
+        keys = [(self.fingerprint, d) for d in docs]
+        found = self.cache.lookup(keys)
+        missing = list(dict.fromkeys(d for d, v in zip(docs, found, strict=True) if v is None))
+        if missing:
+            fresh = self.embed(missing, "document")
+            self.cache.store([(self.fingerprint, d) for d in missing], fresh)
+            computed = dict(zip(missing, fresh, strict=True))
+            found = [computed[d] if v is None else v for d, v in zip(docs, found, strict=True)]
+        return np.stack(found) if found else np.empty((0, 0), dtype=np.float32)
+
     def cosine_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Cosine of each (query, document) pair; each distinct text is embedded once."""
+        """Cosine of each (query, document) pair; each distinct text is embedded once (a document not at all
+        when the memo holds it)."""
         if not pairs:
             return np.empty(0, dtype=np.float32)
         queries = list(dict.fromkeys(q for q, _ in pairs))
         docs = list(dict.fromkeys(d for _, d in pairs))
         q_vectors = dict(zip(queries, self.embed(queries, "query"), strict=True))
-        d_vectors = dict(zip(docs, self.embed(docs, "document"), strict=True))
+        d_vectors = dict(zip(docs, self.document_vectors(docs), strict=True))
         return np.array([float(q_vectors[q] @ d_vectors[d]) for q, d in pairs], dtype=np.float32)

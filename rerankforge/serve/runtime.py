@@ -29,7 +29,7 @@ import numpy as np
 
 from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.fusion import fuse
-from rerankforge.serve.embedder import EMBEDDER_FILE, OnnxEmbedder, padded_batches
+from rerankforge.serve.embedder import EMBEDDER_FILE, OnnxEmbedder, VectorMemo, padded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,9 @@ class Reranker:
         long_documents: ``"truncate"`` cuts a document that does not fit next to the query (counted);
             ``"window"`` scores overlapping windows of it and keeps the best.
         cross_encoder_only: score with the cross-encoder alone, not the build's scorer (for comparisons).
+        vector_cache_mb: memory for the first stage's document vectors (``serve.vector_cache_mb`` by default;
+            0: none): a document's vector does not depend on the query, so a passage seen before is not embedded
+            again. The scores are the same either way.
 
     A build's model folder holds its scorer (``scorer`` in ``rerankforge.json``): the first stage's bi-encoder
     (``first_stage/``, tuned by the build or not) and the cross-encoder, combined as
@@ -241,7 +244,10 @@ class Reranker:
         batch_size: int = 8,
         long_documents: LongDocuments = "truncate",
         cross_encoder_only: bool = False,
+        vector_cache_mb: float | None = None,
     ) -> None:
+        from rerankforge.config import ServeConfig
+
         if long_documents not in ("truncate", "window"):
             raise InputError(f"long_documents must be 'truncate' or 'window', not {long_documents!r}.")
         self.model_dir = Path(model_dir)
@@ -252,6 +258,8 @@ class Reranker:
         self.long_documents: LongDocuments = long_documents
         self.threads = threads or usable_cores()
         self.first_stage: OnnxEmbedder | None = None
+        cache_mb = ServeConfig().vector_cache_mb if vector_cache_mb is None else vector_cache_mb
+        self.vector_cache = VectorMemo(int(cache_mb * 2**20)) if cache_mb > 0 else None
         if has_no_cross_encoder(self.model_dir):
             if cross_encoder_only:
                 raise InputError(
@@ -299,7 +307,10 @@ class Reranker:
         self.first_stage_weight, self.cross_encoder_weight, self.bias = scorer_weights(scorer, cross_encoder=True)
         if scorer.get("first_stage"):
             self.first_stage = OnnxEmbedder(
-                self.model_dir / scorer["first_stage"], threads=self.threads, batch_size=max(self.batch_size, 16)
+                self.model_dir / scorer["first_stage"],
+                threads=self.threads,
+                batch_size=max(self.batch_size, 16),
+                cache=self.vector_cache,
             )
 
     def _first_stage_only(self, scorer: dict[str, Any]) -> None:
@@ -309,6 +320,7 @@ class Reranker:
             self.model_dir / scorer.get("first_stage", "first_stage"),
             threads=self.threads,
             batch_size=max(self.batch_size, 16),
+            cache=self.vector_cache,
         )
         self.scorer = scorer
         self.first_stage = embedder

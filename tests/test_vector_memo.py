@@ -1,0 +1,98 @@
+"""The first stage's document vectors kept in memory: the same scores, a hard memory cap, LRU order, threads."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerankforge.serve.embedder import VectorMemo
+
+DOCS = [
+    "The charging dock needs a dedicated 32 A breaker.",
+    "Parental leave is sixteen weeks at full pay.",
+    "Replace the battery when it holds less than 70% of its charge.",
+    "Expenses above 500 EUR need a manager's approval.",
+]
+
+
+def _vectors(n: int, dim: int = 4) -> np.ndarray:
+    return np.arange(n * dim, dtype=np.float32).reshape(n, dim)
+
+
+def test_the_memo_keeps_the_most_recently_used_within_its_cap() -> None:
+    memo = VectorMemo(max_bytes=3 * 16)  # three 4-dim float32 vectors
+    keys = [("m", f"d{i}") for i in range(4)]
+    memo.store(keys[:3], _vectors(3))
+    assert memo.lookup([keys[0]])[0] is not None  # d0 is now the most recently used
+    memo.store(keys[3:], _vectors(1))  # over the cap: the least recently used (d1) goes
+    found = memo.lookup(keys)
+    assert [v is not None for v in found] == [True, False, True, True]
+    assert memo.stats() == {"hits": 4, "misses": 1, "bytes": 48, "entries": 3, "evictions": 1, "max_bytes": 48}
+    np.testing.assert_array_equal(found[3], _vectors(1)[0])
+    assert memo.lookup([("other model", "d0")]) == [None]  # the model's fingerprint is part of the key
+
+
+def test_threads_sharing_the_memo_never_pass_its_cap_and_count_every_lookup() -> None:
+    memo = VectorMemo(max_bytes=50 * 16)
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        try:
+            rng = np.random.default_rng(seed)
+            for _ in range(200):
+                keys = [("m", f"d{i}") for i in rng.integers(0, 120, size=8)]
+                found = memo.lookup(keys)
+                memo.store([k for k, v in zip(keys, found, strict=True) if v is None],
+                           _vectors(sum(v is None for v in found)))  # fmt: skip
+                assert memo.stats()["bytes"] <= 50 * 16
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    stats = memo.stats()
+    assert stats["hits"] + stats["misses"] == 8 * 200 * 8 and stats["hits"] > 0 and stats["evictions"] > 0
+    assert stats["entries"] * 16 == stats["bytes"] <= 50 * 16
+
+
+@pytest.mark.slow  # the session's default build (parsing, training, export)
+def test_a_first_stage_scorer_with_the_memo_scores_exactly_as_without_it(default_build) -> None:
+    from rerankforge import Reranker
+
+    _, _, run_dir = default_build
+    model_dir = run_dir / "model"
+    cached, plain = Reranker(model_dir), Reranker(model_dir, vector_cache_mb=0)
+    assert cached.first_stage is not None and cached.vector_cache is not None and plain.vector_cache is None
+    first = cached.logits("dock breaker", DOCS[:3])
+    np.testing.assert_array_equal(first, plain.logits("dock breaker", DOCS[:3]))  # the same batch: bit for bit
+    # documents embedded before, in another batch, and one new: the float32 vectors the memo kept, so the scores
+    # differ from a fresh embedding only in the last bits that a batch's padding changes without the memo too
+    mixed = cached.logits("battery replacement", DOCS[1:])
+    np.testing.assert_allclose(mixed, plain.logits("battery replacement", DOCS[1:]), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(cached.logits("dock breaker", DOCS[:3]), first)  # all three from the memo
+    stats = cached.vector_cache.stats()
+    assert (stats["misses"], stats["hits"]) == (4, 5)  # each document embedded once, ever
+    assert stats["bytes"] == 4 * cached.first_stage.embed(["x"]).nbytes
+
+
+@pytest.mark.slow  # the session's default build
+def test_metrics_report_the_memos_hits_misses_and_bytes(default_build) -> None:
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rerankforge.serve.app import create_app
+
+    _, _, run_dir = default_build
+    client = TestClient(create_app(Path(run_dir) / "model"))
+    for _ in range(2):
+        assert client.post("/v2/rerank", json={"query": "dock breaker", "documents": DOCS}).status_code == 200
+    samples = {s.name: s.value for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples}
+    assert samples["rerankforge_vector_cache_misses"] == 4 and samples["rerankforge_vector_cache_hits"] == 4
+    assert samples["rerankforge_vector_cache_bytes"] > 0 and samples["rerankforge_vector_cache_evictions"] == 0
