@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# rich freezes a console's width at creation when COLUMNS is set (pytest-xdist's workers export COLUMNS=80):
+# the CLI tests set COLUMNS for each invocation, so the CLI's consoles must be made without it
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DOCS = ROOT / "examples" / "docs"
@@ -151,18 +156,33 @@ def onnx_model_dir(minilm_path: str, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
+FAKE_BUILD = {
+    "queries": {"max_queries": 12},
+    "mine": {"top_k": 4},
+    "grade": {"top_k": "all", "source": True},  # every candidate graded: the grading and its rules stay tested
+    "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
+}
+
+
 def fake_build_config(docs: Path, run_dir: Path, **overrides: object):
     """A small, quick build config for pipeline tests with the FakeLLM; it trains the cross-encoder too (the
-    default skips it on a plain encoder backbone), so the tests cover every part of the scorer."""
+    default skips it on a plain encoder backbone), so the tests cover every part of the scorer. An override
+    replaces its whole section."""
     from rerankforge import load_config
 
-    base = {
-        "queries": {"max_queries": 12},
-        "mine": {"top_k": 4},
-        "grade": {"top_k": "all", "source": True},  # every candidate graded: the grading and its rules stay tested
-        "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
-    }
-    return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**base, **overrides})
+    return load_config(None, docs=str(docs), run_dir=str(run_dir), **{**FAKE_BUILD, **overrides})
+
+
+def fake_build_toml(path: Path, **more: dict[str, object]) -> Path:
+    """``fake_build_config``'s settings as a TOML file, as a user would pass them with --config, with ``more``
+    keys added to (or changed in) their sections."""
+    sections = {name: {**FAKE_BUILD.get(name, {}), **more.get(name, {})} for name in {**FAKE_BUILD, **more}}
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]  # JSON scalars are TOML's
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -248,10 +248,10 @@ def test_ollama_stalled_server_times_out(ollama_server: OllamaAPIServer, no_back
     ollama_server.stall_next(1, seconds=20, path="/api/chat")
     provider = OllamaProvider(SERVED, host=ollama_server.host, retries=0, timeout_s=0.5)
 
-    started = time.monotonic()
+    # a read timeout, not the stalled answer: the client gave up while the server still held the reply back
     with pytest.raises(LLMError, match=r"failed 1 times in a row \(ReadTimeout"):
         provider.chat_json(QUESTION, CAPITAL_SCHEMA, max_tokens=32)
-    assert time.monotonic() - started < 15  # the 0.5 s timeout fired, not the 20 s stall (a loaded machine is slow)
+    assert len(ollama_server.requests_to("/api/chat")) == 1
 
 
 def test_ollama_host_env_var_is_honoured(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from rerankforge.cli.main import app
 from rerankforge.config import EvaluateConfig
 from rerankforge.evaluation import LabelledEvalSpec, run_labelled_evaluation
 from rerankforge.report import write_report
+from tests.conftest import fake_build_toml
 
 pytestmark = pytest.mark.slow
 
@@ -158,28 +158,7 @@ def test_build_with_eval_data_evaluates_and_reports_after_the_build(fake_build, 
     """A finished build run again with --eval-data: no stage before evaluate runs, the labels are evaluated."""
     _, llm, source = fake_build
     run_dir = _copy_run(source, tmp_path / "run")
-    config = tmp_path / "build.toml"
-    config.write_text(
-        textwrap.dedent(
-            """
-            [queries]
-            max_queries = 12
-            [mine]
-            top_k = 4
-            [grade]
-            top_k = "all"
-            source = true
-            [train]
-            cross_encoder = true
-            epochs = 2
-            max_length = 128
-            batch_size = 4
-            [evaluate]
-            rerank_top_k = 10
-            max_queries = 8
-            """
-        )
-    )
+    config = fake_build_toml(tmp_path / "build.toml", evaluate={"rerank_top_k": 10, "max_queries": 8})
     docs = ROOT / "examples" / "docs"
     args = ["build", str(docs), "-c", str(config), "--run-dir", str(run_dir), "--eval-data", str(LABELS), "--yes"]
     out = CliRunner().invoke(app, args, env={"COLUMNS": "250", "OLLAMA_HOST": "http://127.0.0.1:9"})

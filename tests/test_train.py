@@ -20,7 +20,7 @@ from rerankforge.errors import StageError
 from rerankforge.stages.train import _precision
 from rerankforge.training.dev import DevQuery, first_stage_ndcg, rerank_ndcg
 from rerankforge.training.lengths import choose_max_length
-from tests.conftest import fake_build_config
+from tests.conftest import fake_build_config, fake_build_toml
 from tests.fake_llm import FakeLLM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,23 +129,6 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(fake_build, example_
     assert train["dev"]["best_ndcg@10"] == pytest.approx(max(h["eval_dev_ndcg@10"] for h in evaluated), abs=1e-4)
 
 
-_TORCHRUN_CONFIG = """
-[queries]
-max_queries = 12
-[mine]
-top_k = 4
-[grade]
-top_k = "all"
-source = true
-[train]
-cross_encoder = true
-epochs = 4
-max_length = 128
-batch_size = 4
-eval_points = 4
-"""
-
-
 @pytest.mark.slow
 def test_torchrun_trains_on_two_processes_and_rank_0_alone_writes(
     fake_build, example_docs: Path, tmp_path: Path
@@ -154,8 +137,7 @@ def test_torchrun_trains_on_two_processes_and_rank_0_alone_writes(
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)  # parse .. grade are done: no LLM is needed, the new train settings retrain
     cache_before = (run_dir / "llm_cache.jsonl").read_bytes()
-    config = tmp_path / "rerankforge.toml"
-    config.write_text(_TORCHRUN_CONFIG, encoding="utf-8")
+    config = fake_build_toml(tmp_path / "rerankforge.toml", train={"epochs": 4, "eval_points": 4})
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
         "-m", "rerankforge", "build", str(example_docs), "--config", str(config), "--run-dir", str(run_dir),

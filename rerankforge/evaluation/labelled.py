@@ -124,9 +124,9 @@ def evaluate_labelled(
         baseline=f"the {base} first stage on {n} labelled queries",
         evidence=evidence,
         unsure="the gain may be chance; label more queries before trusting it",
-        worse="no worse either: it ranks every one of them as the first stage does. When the build learned nothing "
-        "that beats its first stage, the model serves that first stage's own order; build with more queries or a "
-        "stronger LLM"
+        worse="it ranks every one of them as the first stage does, so it is no worse either. When the build learned "
+        "nothing that beats its first stage, the model serves that first stage's own order; build with more queries "
+        "or a stronger LLM"
         if same_order
         else "keep the first stage's order, and build with more queries or a stronger LLM",
     )

@@ -55,7 +55,7 @@ def save_folder(model: Any, out_dir: Path, origin: str) -> None:
     truncation state that encoding leaves in it, and a fixed card instead of one with training times."""
     from tokenizers import Tokenizer
 
-    model.save(str(out_dir))
+    model.save(str(out_dir), create_model_card=False)  # the card below; sentence-transformers' own prints a bar
     tokenizer_file = out_dir / "tokenizer.json"
     if tokenizer_file.is_file():
         tokenizer = Tokenizer.from_file(str(tokenizer_file))

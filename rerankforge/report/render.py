@@ -147,7 +147,9 @@ def markdown_summary(data: dict[str, Any], html: Path) -> str:
         lines.append(f"- time per stage: {', '.join(card)}")
     synthetic = data["synthetic"]
     if synthetic.get("queries"):
-        lines.append(f"- synthetic queries: {synthetic['queries']}; grades 0-3: {synthetic.get('grade_counts', {})}")
+        counts = synthetic.get("grade_counts") or {}
+        graded = f"grades 0-3: {counts}" if any(counts.values()) else "no passage graded"
+        lines.append(f"- synthetic queries: {synthetic['queries']}; {graded}")
     if data["llm"].get("calls") is not None:
         tokens = (
             f", {data['llm']['prompt_tokens']} prompt + {data['llm']['output_tokens']} output tokens"

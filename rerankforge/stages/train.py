@@ -31,7 +31,7 @@ from rerankforge.distributed import Launch
 from rerankforge.errors import StageError
 from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
-from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
+from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, rejected_queries
 from rerankforge.training.models import device as _device
 from rerankforge.training.models import load_cross_encoder, trains_cross_encoder
 
@@ -159,9 +159,7 @@ def run(ctx: StageContext) -> StageResult:
     if cross_encoder:  # its groups need a graded positive
         relevant = sorted({j.query_id for j in judgments if j.grade >= grade_cfg.positive_min_grade})
     else:  # the first stage's positive is the source passage: a query counts unless the grader rejected its source
-        source_of = {q.id: q.chunk_id for q in queries}
-        rejected = {j.query_id for j in judgments
-                    if j.chunk_id == source_of.get(j.query_id) and j.grade < grade_cfg.positive_min_grade}  # fmt: skip
+        rejected = rejected_queries(queries, judgments, grade_cfg.positive_min_grade)
         relevant = sorted(q.id for q in queries if q.id not in rejected)
     if len(relevant) < 2:
         raise StageError(

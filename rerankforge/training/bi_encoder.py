@@ -31,6 +31,13 @@ logger = logging.getLogger(__name__)
 TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
 
 
+def rejected_queries(queries: list[Query], judgments: list[Judgment], positive_min_grade: int) -> set[str]:
+    """The queries whose own source passage the grader graded below ``positive_min_grade``: queries that do not
+    fit the passage they were written from. An ungraded source counts as relevant (``grade.source`` off)."""
+    source_of = {q.id: q.chunk_id for q in queries}
+    return {j.query_id for j in judgments if j.chunk_id == source_of.get(j.query_id) and j.grade < positive_min_grade}
+
+
 def training_triplets(
     queries: list[Query],
     chunks: dict[str, Chunk],
@@ -52,11 +59,12 @@ def training_triplets(
     by_source: dict[str, list[str]] = {}
     for i in ids:
         by_source.setdefault(chunks[i].source, []).append(i)
+    rejected = rejected_queries(queries, judgments, positive_min_grade)
     rows = []
     for query in queries:
         source = chunks[query.chunk_id]
-        if grades.get((query.id, query.chunk_id), positive_min_grade) < positive_min_grade:
-            continue  # the grader says the query does not fit its own passage: a bad query
+        if query.id in rejected:
+            continue
         ranked = candidates[query.id].candidates if query.id in candidates else []
         others = [c.chunk_id for c in ranked if c.chunk_id != query.chunk_id]
         if same_file_first:
