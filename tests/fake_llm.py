@@ -69,3 +69,22 @@ class LoggedFakeLLM(FakeLLM):
             handle.write(digest + "\n")
         time.sleep(self.delay_s)
         return super()._chat(messages, schema, max_tokens, **request)
+
+
+class MisleadingLLM(FakeLLM):
+    """Writes, for each passage, the FakeLLM's query of an unrelated text instead (picked by the passage's hash
+    from ``decoys``): training data that points every query at the wrong passage."""
+
+    def __init__(self, decoys: list[str]) -> None:
+        super().__init__()
+        self.decoys = decoys
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        reply = super()._chat(messages, schema, max_tokens, **request)
+        if "grade" in schema["properties"]:
+            return reply
+        user = next(m["content"] for m in reversed(messages) if "<passage>" in m["content"])
+        passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
+        decoy = self.decoys[int(hashlib.sha256(passage.encode()).hexdigest(), 16) % len(self.decoys)]
+        return LLMReply(json.dumps({"queries": [query_for(decoy)]}), prompt_tokens=reply.prompt_tokens,
+                        output_tokens=reply.output_tokens)  # fmt: skip

@@ -261,3 +261,39 @@ def test_a_pretrained_cross_encoder_folder_as_backbone_builds_into_the_same_scor
     before = CrossEncoder(str(pretrained), device="cpu")
     pair = [("dock circuit breaker", "a 32 A breaker")]
     assert tuned.predict(pair)[0] != pytest.approx(before.predict(pair)[0], abs=1e-6)  # it was fine-tuned
+
+
+@pytest.mark.slow  # a build of the example documents with a scripted LLM (parsing, tuning, export)
+def test_a_build_whose_queries_point_at_the_wrong_passages_serves_the_dense_order(
+    tmp_path: Path, example_docs: Path, minilm_path: str
+) -> None:
+    """Harmful data: every synthetic query is about another text than the passage it is filed under. The floor
+    must keep the first stage's own order, and say why, and the server must return exactly that order."""
+    from fastapi.testclient import TestClient
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge import build, load_config
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.serve.app import create_app
+    from tests.fake_llm import MisleadingLLM
+
+    texts = [p.read_text(encoding="utf-8") for p in sorted(example_docs.rglob("*")) if p.suffix in (".md", ".txt")]
+    decoys = [para for text in texts for para in text.split("\n\n") if len(para) > 80]
+    cfg = load_config(None, docs=str(example_docs), run_dir=str(tmp_path / "run"), time_budget="off",
+                      queries={"max_queries": 40, "round_trip_top_k": 0}, parse={"workers": 1})  # fmt: skip
+    result = build(cfg, llm=MisleadingLLM(decoys))
+    evaluate = result.summary("evaluate")
+    # enough queries that a real gain would have been seen: the floor judged evidence, not too little of it
+    assert result.summary("queries")["queries_kept"] >= 25 and evaluate["dev_queries"] >= 6
+    assert evaluate["scorer"]["first_stage"] == "untuned" and evaluate["better"] is False
+    assert "serves the first stage's own order" in evaluate["verdict"]
+    chunks = [c.text for c in read_jsonl(tmp_path / "run" / "parse" / "chunks.jsonl", Chunk)]
+    bi_encoder = SentenceTransformer(minilm_path, device="cpu")
+    client = TestClient(create_app(tmp_path / "run" / "model"))
+    for query in ("which breaker does the charging dock need", "how long is parental leave", "battery life"):
+        vectors = bi_encoder.encode(chunks, normalize_embeddings=True)
+        dense = list(np.argsort(-(vectors @ bi_encoder.encode([query], normalize_embeddings=True)[0]), kind="stable"))
+        top = [chunks[i] for i in dense[:20]]
+        body = {"model": "m", "query": query, "documents": top, "top_n": 20}
+        served = [r["index"] for r in client.post("/v2/rerank", json=body).json()["results"]]
+        assert served[:10] == list(range(10)), (query, served)  # the dense top-20, in dense's order
