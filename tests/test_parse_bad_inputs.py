@@ -267,7 +267,11 @@ def test_a_file_over_the_time_limit_is_skipped_after_openvino_ran_in_the_process
     deadline is no signal, so a native thread pool cannot turn it into a segmentation fault."""
     pytest.importorskip("openvino")
     _run_openvino()
-    _pdf(docs / "slow.pdf", "A long report that takes the parser more than a millisecond to read. " * 200)
+    # two files that take far longer than the deadline to parse (a tiny one can finish before a loaded
+    # machine lets the timer thread run at all)
+    (docs / "good.md").unlink()
+    for name in ("slow.pdf", "slower.pdf"):
+        _pdf(docs / name, "A long report that takes the parser more than a millisecond to read. " * 200)
     with pytest.raises(InputError, match=r"slow.pdf: took longer than parse.timeout_s \(0.001 s\)"):
         run_parse(docs, tmp_path / "run", timeout_s=0.001)
     report = json.loads((tmp_path / "run" / "parse" / "report.json").read_text())
