@@ -386,8 +386,9 @@ class ServeConfig(Section):
         256.0,
         ge=0,
         description="Memory for the first stage's document vectors, least recently used out first (0: off). A "
-        "passage's vector does not depend on the query, so one seen before is not embedded again; the scores "
-        "are the same. MiniLM's 384 floats: about 170,000 passages in 256 MB.",
+        "passage's vector does not depend on the query, so one seen before is not embedded again (its score can "
+        "differ in the last bits, as another batch's padding makes it differ without the memo). MiniLM's 384 "
+        "floats: about 170,000 passages in 256 MB.",
     )
 
 
@@ -481,17 +482,20 @@ def load_section(section: type[Section], values: dict[str, Any], where: str) -> 
 def load_serve_config(path: str | Path | None, overrides: dict[str, Any]) -> ServeConfig:
     """The ``[serve]`` table of a TOML config (the build's own file may hold it; its other tables are not read),
     with command-line overrides on top (``None`` = keep)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file not found: {path}. Pass the path of a TOML file with a [serve] table.")
-        try:
-            values = dict(tomllib.loads(path.read_text(encoding="utf-8")).get("serve", {}))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}. Fix the line it names.") from exc
+    values = dict(_read_toml(Path(path)).get("serve", {})) if path is not None else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return load_section(ServeConfig, values, str(path) if path is not None else "the serve options")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(
+            f"Config file {path} does not exist. Pass an existing TOML file, e.g. examples/rerankforge.toml."
+        )
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}. Fix the line it names.") from exc
 
 
 def _config_error(where: str, exc: ValidationError) -> ConfigError:
@@ -512,14 +516,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> BuildConfig
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(
-                f"Config file {path} does not exist. Pass an existing TOML file, e.g. examples/rerankforge.toml."
-            )
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {path} is not valid TOML: {exc}. Fix the line it names.") from exc
+        data = _read_toml(path)
         _resolve_relative_paths(data, path.parent)
     data = _deep_merge(data, overrides)
     where = f"config file {path}" if path else "the options"

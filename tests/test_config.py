@@ -95,5 +95,5 @@ def test_the_serve_table_of_a_build_file_sets_the_server_and_options_win(tmp_pat
     path.write_text("[serve]\nmax_documents = 0\n")
     with pytest.raises(ConfigError, match="max_documents"):
         load_serve_config(path, {})
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_serve_config(tmp_path / "missing.toml", {})

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rerankforge.artifacts import file_sha256, text_sha256
 from rerankforge.errors import InputError, MissingDependencyError
 
 EMBEDDER_FILE = "onnx/model.onnx"
@@ -46,6 +46,12 @@ def padded_batches(
             ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         yield idx, {k: v for k, v in feed.items() if k in input_names}
+
+
+def _fingerprint(meta_path: Path, model_path: Path) -> str:
+    """The exported model's identity: its graph and what shapes its inputs (a tuned and an untuned export
+    differ)."""
+    return text_sha256(meta_path.read_text(encoding="utf-8") + file_sha256(model_path))[:16]
 
 
 class VectorMemo:
@@ -138,12 +144,7 @@ class OnnxEmbedder:
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.cache = cache
-        # the model's fingerprint: its graph and what shapes its inputs (a tuned and an untuned export differ)
-        digest = hashlib.sha256(meta_path.read_bytes())
-        with model_path.open("rb") as graph:
-            for block in iter(lambda: graph.read(1 << 20), b""):
-                digest.update(block)
-        self.fingerprint = digest.hexdigest()[:16]
+        self.fingerprint = _fingerprint(meta_path, model_path) if cache is not None else ""  # only the memo's keys
 
     def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
         """Unit vectors of ``texts`` (``kind`` "query" or "document" picks the model's own prompt, if any)."""

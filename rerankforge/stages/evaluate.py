@@ -124,7 +124,7 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     else:
         evidence = f"nDCG@{k} {systems['first stage']:.4f} {where}{tried}, no significant gain above the margin"
     return verdict(
-        choice["gain_ndcg"] if choice["learned"] else 0.0,
+        choice["gain_ndcg"],  # 0 when nothing was learned: the served scorer is then the untuned first stage
         bool(choice["learned"]),
         baseline="the untuned first stage",
         evidence=evidence,
