@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -88,3 +89,58 @@ class MisleadingLLM(FakeLLM):
         decoy = self.decoys[int(hashlib.sha256(passage.encode()).hexdigest(), 16) % len(self.decoys)]
         return LLMReply(json.dumps({"queries": [query_for(decoy)]}), prompt_tokens=reply.prompt_tokens,
                         output_tokens=reply.output_tokens)  # fmt: skip
+
+
+# A corpus where the first stage is weak and what a tuning learns carries over to files it never saw: every file
+# describes one service under the same four headings, and a user asks for an aspect by an in-house code word that
+# no text contains (the code is shared by all files, so a mapping learned on some files holds on the others).
+CODES = {"Price": "zorble", "Location": "quintic", "Hours": "vexmor", "Contact": "plimbo"}
+_ASPECTS = {
+    "Price": ["costs {n} euros a month", "members pay {m} euros less", "payment is by card or bank transfer",
+              "the fee is charged on the first day"],
+    "Location": ["is on the {floor} floor", "is next to the {side} stairs", "is a short walk from the main entrance",
+                 "has signs in the hallway that point the way"],
+    "Hours": ["opens at {opens} in the morning", "closes at {closes} in the evening", "is shut on public holidays",
+              "keeps shorter times at the weekend"],
+    "Contact": ["answers on extension {ext}", "takes letters at the front desk", "replies within two working days",
+                "sends urgent matters to the duty officer"],
+}  # fmt: skip
+
+
+def write_coded_corpus(folder: Path, files: int, seed: int = 7) -> None:
+    """``files`` markdown files, one service each (an invented name), with a section per aspect of ``CODES``."""
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ren", "tus", "vor", "zel", "pra", "ni", "qua", "bel", "dro", "fen", "gil"]
+    names: set[str] = set()
+    while len(names) < files:
+        names.add("".join(rng.choice(syllables) for _ in range(3)).capitalize())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sorted(names):
+        sections = [f"# {name}\n"]
+        for aspect, phrases in _ASPECTS.items():
+            fill = {"n": rng.randint(10, 90), "m": rng.randint(2, 9), "floor": rng.choice(["second", "third"]),
+                    "side": rng.choice(["north", "south"]), "opens": rng.choice(["seven", "eight"]),
+                    "closes": rng.choice(["five", "six"]), "ext": rng.randint(100, 999)}  # fmt: skip
+            sentences = [f"The {name} service {phrase.format(**fill)}." for phrase in phrases]
+            rng.shuffle(sentences)
+            sections.append(f"## {aspect}\n\n" + " ".join(sentences) + "\n")
+        (folder / f"{name.lower()}.md").write_text("\n".join(sections), encoding="utf-8")
+
+
+def coded_query(passage: str) -> str:
+    """What a user of ``write_coded_corpus``'s documents asks for the passage: its aspect's code and the service."""
+    name = re.search(r"The (\w+) service", passage).group(1)  # type: ignore[union-attr]
+    aspect = next(aspect for aspect in CODES if passage.startswith(aspect) or f"\n{aspect}\n" in passage)
+    return f"the {CODES[aspect]} of {name}"
+
+
+class CodedLLM(FakeLLM):
+    """Writes for each passage of ``write_coded_corpus`` the query its users ask (``coded_query``): training data
+    that teaches something real, which the first stage cannot know from the words."""
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        if "grade" in schema["properties"]:
+            return super()._chat(messages, schema, max_tokens, **request)
+        user = next(m["content"] for m in reversed(messages) if "<passage>" in m["content"])
+        passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
+        return LLMReply(json.dumps({"queries": [coded_query(passage)]}), prompt_tokens=len(user) // 4, output_tokens=8)

@@ -297,3 +297,61 @@ def test_a_build_whose_queries_point_at_the_wrong_passages_serves_the_dense_orde
         body = {"model": "m", "query": query, "documents": top, "top_n": 20}
         served = [r["index"] for r in client.post("/v2/rerank", json=body).json()["results"]]
         assert served[:10] == list(range(10)), (query, served)  # the dense top-20, in dense's order
+
+
+def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_through_http(
+    tmp_path: Path, minilm_path: str
+) -> None:
+    """Teaching data: users ask for a service's aspect by a code word that no document contains, and the scripted
+    LLM writes exactly those queries. The floor must serve what was learned, and through /v2/rerank the order of
+    the dense top-20 must beat dense's own on the held-out files, which no training query came from."""
+    from fastapi.testclient import TestClient
+    from sentence_transformers import SentenceTransformer
+
+    from rerankforge import build, load_config
+    from rerankforge.artifacts import Chunk, Query, read_jsonl
+    from rerankforge.ranking import ndcg_of_scores, one_sided_p
+    from rerankforge.serve.app import create_app
+    from tests.fake_llm import CodedLLM, coded_query, write_coded_corpus
+
+    write_coded_corpus(tmp_path / "docs", files=16)
+    run = tmp_path / "run"
+    cfg = load_config(
+        None,
+        docs=str(tmp_path / "docs"),
+        run_dir=str(run),
+        time_budget="off",
+        queries={"max_queries": 200, "per_chunk": 1, "round_trip_top_k": 0},
+        parse={"workers": 1, "combine_under_n_characters": 0},
+        train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1},
+    )
+    evaluate = build(cfg, llm=CodedLLM()).summary("evaluate")  # fmt: skip
+    assert evaluate["scorer"]["first_stage"] == "tuned" and evaluate["better"] is True, evaluate["verdict"]
+
+    chunks = list(read_jsonl(run / "parse" / "chunks.jsonl", Chunk))
+    texts = [c.text for c in chunks]
+    dev = set(json.loads((run / "train" / "split.json").read_text())["dev"])
+    source_of = {c.id: c.source for c in chunks}
+    held_out = {source_of[q.chunk_id] for q in read_jsonl(run / "queries" / "queries.jsonl", Query) if q.id in dev}
+    assert held_out and len(held_out) < len({c.source for c in chunks})
+    bi_encoder = SentenceTransformer(minilm_path, device="cpu")
+    vectors = bi_encoder.encode(texts, normalize_embeddings=True)
+    client = TestClient(create_app(run / "model"))
+    dense_ndcg, served_ndcg = [], []
+    for chunk in (c for c in chunks if c.source in held_out):
+        query = coded_query(chunk.text)  # the question a user asks of this passage, and of no other
+        top = list(
+            np.argsort(-(vectors @ bi_encoder.encode([query], normalize_embeddings=True)[0]), kind="stable")[:20]
+        )
+        grades = [1.0 if texts[i] == chunk.text else 0.0 for i in top]
+        body = {"model": "m", "query": query, "documents": [texts[i] for i in top], "top_n": 20}
+        results = client.post("/v2/rerank", json=body).json()["results"]
+        served_scores = np.zeros(len(top))
+        for result in results:
+            served_scores[result["index"]] = result["relevance_score"]
+        dense_ndcg.append(ndcg_of_scores(grades, -np.arange(len(top), dtype=float), 10))
+        served_ndcg.append(ndcg_of_scores(grades, served_scores, 10))
+    assert len(served_ndcg) >= 8
+    assert np.mean(served_ndcg) >= np.mean(dense_ndcg) + 0.1, (np.mean(served_ndcg), np.mean(dense_ndcg))
+    p = one_sided_p(served_ndcg, dense_ndcg)
+    assert p is not None and p < 0.05, p
