@@ -3,11 +3,17 @@
 - **Cohere v2** (and v1): ``POST /v2/rerank``, ``/v1/rerank`` and ``/rerank`` with ``{query, documents, top_n,
   return_documents, max_tokens_per_doc}`` → ``{id, results: [{index, relevance_score, document?}], meta}``.
 - **Text Embeddings Inference**: ``POST /rerank`` with ``{query, texts, raw_scores, return_text}`` → a bare
-  array ``[{index, score, text?}]``, best first.
+  array ``[{index, score, text?}]``, best first; ``POST /embed`` with ``{inputs, normalize, truncate,
+  prompt_name}`` → ``[[float, ...], ...]``.
+- **OpenAI embeddings**: ``POST /v1/embeddings`` with ``{input, model, encoding_format, dimensions}`` →
+  ``{object: "list", data: [{object: "embedding", index, embedding}], model, usage}``.
 - ``GET /health`` (always open), ``GET /metrics`` (Prometheus text), ``GET /openapi.json`` and ``/docs``.
 
 Scores are the sigmoid of the model's logit (as ``CrossEncoder.predict``), raw logits with ``raw_scores``.
-Concurrent requests are scored together by a :class:`~rerankforge.serve.batcher.MicroBatcher`.
+The embedding routes serve the scorer's first stage (the bi-encoder the build tuned, where the build kept the
+tuning; else the untuned one): a retriever that embeds with it finds what the reranker was tuned to rank, and a
+document's vector is the one the reranker scores with. Concurrent requests are scored (and embedded) together
+by a :class:`~rerankforge.serve.batcher.MicroBatcher`.
 
 Example:
     >>> from rerankforge.serve.app import create_app
@@ -17,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
@@ -24,8 +31,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from rerankforge.config import ServeConfig
@@ -84,6 +92,46 @@ class TEIRerankRequest(BaseModel):
     truncate: bool | None = None
 
 
+class TEIEmbedRequest(BaseModel):
+    """Text Embeddings Inference's embed body. ``truncate: false`` refuses (422) a text longer than the model's
+    window, as TEI does; otherwise such a text is cut to its first ``max_length`` tokens."""
+
+    model_config = ConfigDict(extra="ignore")
+    inputs: Text | list[Text] = Field(min_length=1)
+    normalize: bool = True
+    truncate: bool | None = None
+    truncation_direction: Literal["Right", "right"] = "Right"
+    prompt_name: Literal["query", "document"] | None = Field(
+        None, description="The model's own prompt for this kind of text, if it has one (default: document)."
+    )
+
+
+class OpenAIEmbeddingRequest(BaseModel):
+    """OpenAI's embeddings body. Token arrays as ``input`` are refused: send text."""
+
+    model_config = ConfigDict(extra="ignore")
+    input: Text | list[Text] = Field(min_length=1)
+    model: str | None = Field(None, description="Accepted, not checked: the server has one model.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    input_type: Literal["query", "document"] = Field(
+        "document", description="rerankforge: the model's own prompt for this kind of text, if it has one."
+    )
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: dict[str, int]
+
+
 class CohereResult(BaseModel):
     index: int
     relevance_score: float
@@ -105,6 +153,11 @@ class TEIResult(BaseModel):
 SEARCH_UNIT_DOCUMENTS = 100  # Cohere's billing unit: one query over up to 100 documents
 
 
+def _base64_floats(vector: np.ndarray) -> str:
+    """OpenAI's ``encoding_format: base64``: the vector's little-endian float32 bytes in base64."""
+    return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+
+
 def _dialect(body: Any) -> str:
     return "tei" if isinstance(body, dict) and "texts" in body and "documents" not in body else "cohere"
 
@@ -124,9 +177,10 @@ class _ServerMetrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("rerankforge_requests", "HTTP requests", ["path", "status"], registry=self.registry)
         self.latency = Histogram(
-            "rerankforge_request_seconds", "Rerank request latency", ["path"], registry=self.registry
+            "rerankforge_request_seconds", "Rerank and embed request latency", ["path"], registry=self.registry
         )
         self.documents = Counter("rerankforge_documents", "Documents scored", registry=self.registry)
+        self.embedded = Counter("rerankforge_embedded_texts", "Texts embedded", ["kind"], registry=self.registry)
         self.truncated = Counter(
             "rerankforge_truncated_documents", "Documents longer than the model's window", registry=self.registry
         )
@@ -226,7 +280,7 @@ def create_app(
 ) -> Any:
     """The FastAPI app serving ``model_dir`` (see the module docstring for the routes)."""
     try:
-        from fastapi import FastAPI, Request
+        from fastapi import FastAPI, HTTPException, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse, Response
     except ImportError as exc:
@@ -276,7 +330,7 @@ def create_app(
         response = await call_next(request)
         path = request.url.path if request.url.path in known_paths else "other"
         metrics.requests.labels(path=path, status=str(response.status_code)).inc()
-        if path.endswith("/rerank"):
+        if path.endswith(("/rerank", "/embed", "/embeddings")):
             metrics.latency.labels(path=path).observe(time.perf_counter() - started)
         return response
 
@@ -338,6 +392,51 @@ def create_app(
                           "false: send shorter texts, or truncate: true")  # fmt: skip
         ranked = reranker.rank(result.logits, raw_scores=body.raw_scores)
         return [TEIResult(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
+
+    async def embed(texts: list[str], kind: str, truncate: bool | None, field: str) -> tuple[Any, list[int]]:
+        """Vectors of ``texts`` and each one's tokens as the model reads them, after the same limits as rerank."""
+        first_stage = reranker.first_stage
+        if first_stage is None:
+            raise HTTPException(status_code=404, detail=f"{reranker.model_dir} serves no first stage (a cross-"
+                                "encoder alone), so it cannot embed: serve a build's model folder")  # fmt: skip
+        if len(texts) > cfg.max_documents:
+            raise invalid(field, f"List should have at most {cfg.max_documents} items, not {len(texts)} "
+                          "(serve.max_documents)")  # fmt: skip
+        too_long = [i for i, t in enumerate(texts) if len(t) > cfg.max_document_chars]
+        if too_long:
+            raise invalid(field, f"inputs {too_long[:5]} exceed {cfg.max_document_chars} characters "
+                          "(serve.max_document_chars)")  # fmt: skip
+        tokens = first_stage.token_counts(texts, kind)
+        over = [i for i, n in enumerate(tokens) if n > first_stage.max_length]
+        if over and truncate is False:
+            raise invalid(field, f"inputs {over[:5]} are longer than the model's {first_stage.max_length} tokens "
+                          "and truncate is false: send shorter texts, or truncate: true")  # fmt: skip
+        vectors = await asyncio.wrap_future(batcher.submit_embedding(texts, kind))
+        metrics.embedded.labels(kind=kind).inc(len(texts))
+        metrics.truncated.inc(len(over))
+        return vectors, [min(n, first_stage.max_length) for n in tokens]
+
+    @app.post("/embed", response_model=list[list[float]], summary="Text Embeddings Inference: the first stage")
+    async def embed_tei(body: TEIEmbedRequest) -> Any:
+        if not body.normalize:
+            raise invalid("normalize", "this model's vectors are normalised inside its graph (their dot product "
+                          "is the cosine the reranker uses): send normalize: true")  # fmt: skip
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        vectors, _ = await embed(texts, body.prompt_name or "document", body.truncate, "inputs")
+        return Response(json.dumps(vectors.tolist()), media_type="application/json")
+
+    @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, summary="OpenAI embeddings: the first stage")
+    async def embed_openai(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        dimension = reranker.first_stage.dimension if reranker.first_stage is not None else None
+        if body.dimensions is not None and dimension is not None and body.dimensions != dimension:
+            raise invalid("dimensions", f"this model's vectors have {dimension} dimensions, not "
+                          f"{body.dimensions}: leave dimensions out")  # fmt: skip
+        vectors, tokens = await embed(texts, body.input_type, None, "input")
+        encode = _base64_floats if body.encoding_format == "base64" else np.ndarray.tolist
+        data = [OpenAIEmbedding(index=i, embedding=encode(v)) for i, v in enumerate(vectors)]
+        usage = {"prompt_tokens": sum(tokens), "total_tokens": sum(tokens)}
+        return OpenAIEmbeddingResponse(data=data, model=body.model or reranker.model_dir.name, usage=usage)
 
     @app.get("/health", summary="Liveness; open without a token")
     def health() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Micro-batching: pairs of concurrent requests scored together in one worker thread.
+"""Micro-batching: pairs of concurrent requests scored together in one worker thread, and the texts of
+concurrent embedding requests embedded together by the same worker.
 
 A request's pairs wait at most ``max_wait_ms`` for others to join; the worker then scores everything
 waiting (up to ``max_pairs``) in length-sorted batches, so many small concurrent requests cost about what one
@@ -21,6 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from rerankforge.config import ServeConfig
 from rerankforge.serve.runtime import PairScores, Reranker
@@ -28,8 +32,9 @@ from rerankforge.serve.runtime import PairScores, Reranker
 
 @dataclass
 class _Job:
-    pairs: Sequence[tuple[str, str]]
-    future: Future[PairScores]
+    pairs: Sequence[Any]  # (query, document) pairs to score, or texts to embed
+    future: Future[Any]
+    embed: str | None = None  # None: score pairs; "query" or "document": embed texts as that kind
 
 
 class MicroBatcher:
@@ -39,7 +44,7 @@ class MicroBatcher:
         reranker: the runtime that scores pairs.
         max_wait_ms: how long the first waiting request waits for company.
         max_pairs: a batch stops taking requests at this many pairs (a larger request still runs alone).
-        on_batch: called after each batch with (requests, pairs, seconds) — the server's metrics.
+        on_batch: called after each batch with (requests, pairs or texts, seconds) — the server's metrics.
     """
 
     def __init__(
@@ -63,6 +68,12 @@ class MicroBatcher:
         """Queue pairs; the future holds their scores (in order) once a batch has run."""
         future: Future[PairScores] = Future()
         self._jobs.put(_Job(pairs, future))
+        return future
+
+    def submit_embedding(self, texts: Sequence[str], kind: str = "document") -> Future[np.ndarray]:
+        """Queue texts to embed (see :meth:`Reranker.embed`); the future holds their vectors, in order."""
+        future: Future[np.ndarray] = Future()
+        self._jobs.put(_Job(texts, future, embed=kind))
         return future
 
     def close(self) -> None:
@@ -95,6 +106,11 @@ class MicroBatcher:
                 return
 
     def _score(self, jobs: list[_Job]) -> None:
+        for kind in ("query", "document"):  # the first stage's vectors do not depend on their batch-mates
+            self._embed([job for job in jobs if job.embed == kind], kind)
+        jobs = [job for job in jobs if job.embed is None]
+        if not jobs:
+            return
         started = time.perf_counter()
         pairs = [pair for job in jobs for pair in job.pairs]
         if not self.reranker.batch_invariant:
@@ -106,6 +122,23 @@ class MicroBatcher:
             self._settle(jobs, pairs)
         if self.on_batch:
             self.on_batch(len(jobs), len(pairs), time.perf_counter() - started)
+
+    def _embed(self, jobs: list[_Job], kind: str) -> None:
+        if not jobs:
+            return
+        started = time.perf_counter()
+        try:
+            vectors = self.reranker.embed([text for job in jobs for text in job.pairs], kind)
+        except Exception as exc:  # handed to every waiting request; the worker keeps serving
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            job.future.set_result(vectors[start : start + len(job.pairs)])
+            start += len(job.pairs)
+        if self.on_batch:
+            self.on_batch(len(jobs), start, time.perf_counter() - started)
 
     def _settle(self, jobs: list[_Job], pairs: Sequence[tuple[str, str]]) -> None:
         try:

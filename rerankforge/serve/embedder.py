@@ -138,6 +138,9 @@ class OnnxEmbedder:
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
+        self._measure = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        self._measure.no_padding()
+        self._measure.no_truncation()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -157,6 +160,25 @@ class OnnxEmbedder:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    @property
+    def dimension(self) -> int:
+        """The length of the model's vectors."""
+        width = self.session.get_outputs()[0].shape[-1]
+        return width if isinstance(width, int) else int(self.embed(["x"]).shape[1])
+
+    def token_counts(self, texts: Sequence[str], kind: str = "document") -> list[int]:
+        """Tokens of each text as the model would see it untruncated (its prompt and special tokens included):
+        over ``max_length``, the model reads only the first ``max_length``."""
+        prompt = self.prompts.get(kind, "")
+        return [len(e.ids) for e in self._measure.encode_batch([prompt + t for t in texts])]
+
+    def vectors(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
+        """Unit vectors of ``texts`` as a retriever stores (``document``) or asks (``query``): documents through
+        the memo, so a passage reranked before is not embedded again, and the other way round."""
+        if kind not in ("query", "document"):
+            raise InputError(f"kind must be 'query' or 'document', not {kind!r}.")
+        return self.document_vectors(texts) if kind == "document" else self.embed(texts, "query")
 
     def document_vectors(self, docs: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``docs``: from the memo where it has them, the rest embedded (and kept there)."""

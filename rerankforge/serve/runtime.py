@@ -428,6 +428,17 @@ class Reranker:
         """Relevance in (0, 1): the sigmoid of the logits, as CrossEncoder.predict gives."""
         return sigmoid(self.logits(query, documents))
 
+    def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
+        """The scorer's first stage as a retriever's embedder: unit float32 vectors of ``texts`` (``kind``:
+        ``document`` for what the retriever stores, ``query`` for what it asks). A document's vector is the one
+        the scorer ranks with (the memo is shared)."""
+        if self.first_stage is None:
+            raise InputError(
+                f"{self.model_dir} serves no first stage (a cross-encoder alone), so it cannot embed: serve a "
+                "build's model folder, whose scorer starts from its first stage."
+            )
+        return self.first_stage.vectors(texts, kind)
+
     def rank(
         self,
         logits: np.ndarray,
