@@ -361,6 +361,15 @@ class ExportConfig(Section):
         "nncf are installed; like every variant, it is served when it is the fastest within 1 nDCG point of fp32.",
     )
     calibration_pairs: int = Field(64, ge=1, description="Pairs used to calibrate the static int8 models.")
+    chunk_vectors: bool = Field(
+        True,
+        description="Put the first stage's vectors of the build's own chunks into the model folder "
+        "(first_stage/chunk_vectors.npz, keyed by each text's sha256, no text): a server starts with them in "
+        "its memo, so a known passage is never embedded. A tuned first stage embeds the chunks once more.",
+    )
+    chunk_vectors_max_mb: float = Field(
+        128.0, ge=0, description="Leave the chunk vectors out when they would take more than this (MB)."
+    )
     opset: int = 17
     parity_tolerance: float = Field(1e-4, description="Max |torch - onnx fp32| score difference allowed.")
 

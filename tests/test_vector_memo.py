@@ -79,7 +79,46 @@ def test_a_first_stage_scorer_with_the_memo_scores_exactly_as_without_it(default
     np.testing.assert_array_equal(cached.logits("dock breaker", DOCS[:3]), first)  # all three from the memo
     stats = cached.vector_cache.stats()
     assert (stats["misses"], stats["hits"]) == (4, 5)  # each document embedded once, ever
-    assert stats["bytes"] == 4 * cached.first_stage.embed(["x"]).nbytes
+    preloaded = cached.first_stage.preloaded  # the build's own chunks (below)
+    assert stats["bytes"] == (preloaded + 4) * cached.first_stage.embed(["x"]).nbytes
+
+
+@pytest.mark.slow  # the session's default build
+def test_the_builds_own_chunks_are_in_the_memo_before_the_first_request(
+    default_build, tmp_path: Path, example_docs: Path
+) -> None:
+    """The model folder carries its chunks' vectors (keyed by hash, no text): a request for known passages embeds
+    nothing, and scores as a server without them does; over the size cap the export leaves them out."""
+    import shutil
+
+    from rerankforge import Reranker, build
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.serve.embedder import CHUNK_VECTORS
+    from tests.conftest import fake_build_config
+    from tests.fake_llm import FakeLLM
+
+    result, _, run_dir = default_build
+    model_dir = Path(run_dir) / "model"
+    texts = list(dict.fromkeys(c.text for c in read_jsonl(Path(run_dir) / "parse" / "chunks.jsonl", Chunk)))
+    written = result.summary("export")["first_stage"]["chunk_vectors"]
+    assert written["written"] is True and written["chunks"] == len(texts)
+    with np.load(model_dir / "first_stage" / CHUNK_VECTORS) as saved:
+        assert saved["vectors"].shape[0] == saved["keys"].shape[0] == len(texts)
+        assert texts[0].encode() not in saved["keys"].tobytes()  # hashes, not the user's text
+    served, plain = Reranker(model_dir), Reranker(model_dir, vector_cache_mb=0)
+    assert served.first_stage.preloaded == len(texts)
+    logits = served.logits("dock breaker", texts[:5])
+    assert served.vector_cache.stats()["misses"] == 0 and served.vector_cache.stats()["hits"] == 5
+    np.testing.assert_allclose(logits, plain.logits("dock breaker", texts[:5]), rtol=0, atol=1e-5)
+
+    capped = tmp_path / "run"  # the same build with a cap below its vectors: only the export runs again
+    shutil.copytree(run_dir, capped, ignore=shutil.ignore_patterns(".lock"))
+    config = fake_build_config(example_docs, capped, train={"epochs": 2, "max_length": 128, "batch_size": 4},
+                               grade={}, export={"chunk_vectors_max_mb": 0.001})  # fmt: skip
+    again = build(config, llm=FakeLLM()).summary("export")["first_stage"]["chunk_vectors"]
+    assert again["written"] is False and "export.chunk_vectors_max_mb" in again["reason"]
+    assert not (capped / "model" / "first_stage" / CHUNK_VECTORS).exists()
+    assert Reranker(capped / "model").first_stage.preloaded == 0
 
 
 @pytest.mark.slow  # the session's default build

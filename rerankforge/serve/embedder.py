@@ -12,7 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -24,8 +26,11 @@ import numpy as np
 from rerankforge.artifacts import file_sha256, text_sha256
 from rerankforge.errors import InputError, MissingDependencyError
 
+logger = logging.getLogger(__name__)
+
 EMBEDDER_FILE = "onnx/model.onnx"
 EMBEDDER_METADATA = "rerankforge_embedder.json"  # max length, prompts, pad id: what the runtime needs
+CHUNK_VECTORS = "chunk_vectors.npz"  # the build's own chunks' vectors, keyed by their text's sha256
 
 
 def padded_batches(
@@ -48,6 +53,22 @@ def padded_batches(
         yield idx, {k: v for k, v in feed.items() if k in input_names}
 
 
+def text_key(text: str) -> bytes:
+    """A document's key in the memo and in ``chunk_vectors.npz``: its text's sha256 (the text itself is not kept)."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def write_chunk_vectors(folder: Path, texts: Sequence[str], vectors: np.ndarray) -> Path:
+    """Save ``vectors`` (one per text of ``texts``) beside the exported first stage in ``folder``, keyed by the
+    texts' sha256 and the model's fingerprint: a server's memo starts with them."""
+    fingerprint = _fingerprint(folder / EMBEDDER_METADATA, folder / EMBEDDER_FILE)
+    keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(len(texts), 32)
+    path = folder / CHUNK_VECTORS
+    with path.open("wb") as handle:
+        np.savez(handle, vectors=np.asarray(vectors, dtype=np.float32), keys=keys, fingerprint=np.array(fingerprint))
+    return path
+
+
 def _fingerprint(meta_path: Path, model_path: Path) -> str:
     """The exported model's identity: its graph and what shapes its inputs (a tuned and an untuned export
     differ)."""
@@ -67,11 +88,11 @@ class VectorMemo:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._vectors: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._vectors: OrderedDict[tuple[str, Any], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = self.hits = self.misses = self.evictions = 0
 
-    def lookup(self, keys: Sequence[tuple[str, str]]) -> list[np.ndarray | None]:
+    def lookup(self, keys: Sequence[tuple[str, Any]]) -> list[np.ndarray | None]:
         """The vector of each key, or None; a found one becomes the most recently used."""
         found: list[np.ndarray | None] = []
         with self._lock:
@@ -85,7 +106,7 @@ class VectorMemo:
             self.misses += len(found) - hits
         return found
 
-    def store(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray) -> None:
+    def store(self, keys: Sequence[tuple[str, Any]], vectors: np.ndarray) -> None:
         """Keep ``vectors`` (one row per key, copied), evicting the least recently used beyond the cap."""
         with self._lock:
             for key, vector in zip(keys, vectors, strict=True):
@@ -148,6 +169,22 @@ class OnnxEmbedder:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.cache = cache
         self.fingerprint = _fingerprint(meta_path, model_path) if cache is not None else ""  # only the memo's keys
+        self.preloaded = self._preload() if cache is not None else 0
+
+    def _preload(self) -> int:
+        """Fill the memo from the build's ``chunk_vectors.npz`` (as many as fit); how many were loaded."""
+        path = self.folder / CHUNK_VECTORS
+        if self.cache is None or not path.is_file():
+            return 0
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["fingerprint"]) != self.fingerprint:
+                logger.warning("%s belongs to another model than %s: not used", path, self.folder)
+                return 0
+            vectors, keys = saved["vectors"], saved["keys"]
+        room = self.cache.max_bytes // max(1, vectors[0].nbytes) if len(vectors) else 0
+        count = min(len(vectors), room)
+        self.cache.store([(self.fingerprint, bytes(k)) for k in keys[:count]], vectors[:count])
+        return count
 
     def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
         """Unit vectors of ``texts`` (``kind`` "query" or "document" picks the model's own prompt, if any)."""
@@ -184,12 +221,12 @@ class OnnxEmbedder:
         """Unit vectors of ``docs``: from the memo where it has them, the rest embedded (and kept there)."""
         if self.cache is None:
             return self.embed(docs, "document")
-        keys = [(self.fingerprint, d) for d in docs]
+        keys = [(self.fingerprint, text_key(d)) for d in docs]
         found = self.cache.lookup(keys)
         missing = list(dict.fromkeys(d for d, v in zip(docs, found, strict=True) if v is None))
         if missing:
             fresh = self.embed(missing, "document")
-            self.cache.store([(self.fingerprint, d) for d in missing], fresh)
+            self.cache.store([(self.fingerprint, text_key(d)) for d in missing], fresh)
             computed = dict(zip(missing, fresh, strict=True))
             found = [computed[d] if v is None else v for d, v in zip(docs, found, strict=True)]
         return np.stack(found) if found else np.empty((0, 0), dtype=np.float32)

@@ -44,7 +44,7 @@ from rerankforge.serve.runtime import (
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.training import card
 
-VERSION = "6"  # 6: a model folder without a cross-encoder when the build trained none
+VERSION = "7"  # 7: the chunk vectors beside the first stage (6: a model folder without a cross-encoder)
 # 5: the scorer's first stage in model/first_stage
 FIRST_STAGE_DIR = "first_stage"
 
@@ -390,7 +390,32 @@ def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, An
         parity = _untuned_first_stage(name, target, ctx.config.export.opset)
     scorer = {**chosen, "first_stage": FIRST_STAGE_DIR, "first_stage_tuned": chosen["first_stage"] == "tuned",
               "first_stage_model": name}  # fmt: skip
-    return scorer, {"model": name, **parity}
+    return scorer, {"model": name, **parity, "chunk_vectors": _chunk_vectors(ctx, target, chosen["first_stage"])}
+
+
+def _chunk_vectors(ctx: StageContext, target: Path, first_stage: str) -> dict[str, Any]:
+    """The first stage's vectors of the build's chunks beside it (``export.chunk_vectors``), within the size cap:
+    the untuned model's from the mine stage's cache, a tuned one's embedded now by the exported graph."""
+    from rerankforge.index.embedding import embed_chunks
+    from rerankforge.serve.embedder import OnnxEmbedder, write_chunk_vectors
+    from rerankforge.serve.runtime import usable_cores
+
+    cfg = ctx.config.export
+    if not cfg.chunk_vectors:
+        return {"written": False, "reason": "export.chunk_vectors = false"}
+    texts = list(dict.fromkeys(c.text for c in read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)))
+    embedder = OnnxEmbedder(target, threads=usable_cores())
+    megabytes = len(texts) * embedder.dimension * 4 / 2**20
+    if megabytes > cfg.chunk_vectors_max_mb:
+        return {"written": False, "chunks": len(texts), "reason": f"{megabytes:.0f} MB is over "
+                f"export.chunk_vectors_max_mb = {cfg.chunk_vectors_max_mb:g}"}  # fmt: skip
+    ctx.progress(0, len(texts), "embedding the chunks for the server's memo")
+    if first_stage == "tuned":
+        vectors = embedder.embed(texts, "document")
+    else:
+        vectors, _ = embed_chunks(ctx.config.mine, texts)
+    path = write_chunk_vectors(target, texts, vectors)
+    return {"written": True, "chunks": len(texts), "bytes": path.stat().st_size}
 
 
 def _untuned_first_stage(name: str, target: Path, opset: int) -> dict[str, Any]:
