@@ -37,7 +37,7 @@ def test_a_config_without_a_size_or_with_a_bad_budget_is_a_clear_error() -> None
 
 def test_the_learning_curve_is_read_between_its_points() -> None:
     assert expected_gain(0) == 0
-    assert expected_gain(94) == pytest.approx(0.009)
+    assert expected_gain(100) < 0  # a small build measured below dense: the curve does not promise a gain there
     assert 0.030 < expected_gain(500) < 0.061
     assert expected_gain(5000) == expected_gain(766)  # past the last measured point: flat, not extrapolated
 

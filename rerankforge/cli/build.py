@@ -215,8 +215,9 @@ def _what_more_buys(cfg: BuildConfig, train_queries: int) -> None:
     cap = f", at most {cfg.queries.max_queries} query calls" if cfg.queries.max_queries else ""
     console.print(
         f"This build trained on {train_queries} synthetic queries. On MedQuAD (2 cores, the packaged 1.5B model) "
-        f"{train_queries} training queries gained about {expected_gain(train_queries):+.3f} nDCG@10 over the dense "
-        f"first stage on real questions, and {most} (a 2h build) {gain:+.3f}: a larger --time-budget "
+        f"{train_queries} training queries changed nDCG@10 on real questions by about "
+        f"{expected_gain(train_queries):+.3f} against the dense first stage, and {most} (a 2h build) by "
+        f"{gain:+.3f}: a larger --time-budget "
         f"(now {cfg.time_budget}{cap}) buys more."
     )
 
@@ -279,7 +280,7 @@ def _dry_run(cfg: BuildConfig) -> None:
         console.print(
             f"The time budget {cfg.time_budget} buys about {plan.stages[0].calls} query-writing calls and "
             f"{kept_queries:.0f} kept queries ({training:.0f} to train on, the rest held out). On MedQuAD, with "
-            f"the packaged 1.5B model, that many training queries gained about {expected_gain(training):+.3f} "
-            "nDCG@10 over the dense first stage on real questions (the measured learning curve, "
+            f"the packaged 1.5B model, that many training queries changed nDCG@10 on real questions by about "
+            f"{expected_gain(training):+.3f} against the dense first stage (the measured learning curve, "
             "benchmarks/RESULTS.md): a guide, not a promise for your documents."
         )
