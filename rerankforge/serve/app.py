@@ -428,8 +428,8 @@ def create_app(
     @app.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse, summary="OpenAI embeddings: the first stage")
     async def embed_openai(body: OpenAIEmbeddingRequest) -> OpenAIEmbeddingResponse:
         texts = [body.input] if isinstance(body.input, str) else body.input
-        dimension = reranker.first_stage.dimension if reranker.first_stage is not None else None
-        if body.dimensions is not None and dimension is not None and body.dimensions != dimension:
+        dimension = reranker.first_stage.dimension if body.dimensions and reranker.first_stage else None
+        if dimension is not None and body.dimensions != dimension:
             raise invalid("dimensions", f"this model's vectors have {dimension} dimensions, not "
                           f"{body.dimensions}: leave dimensions out")  # fmt: skip
         vectors, tokens = await embed(texts, body.input_type, None, "input")

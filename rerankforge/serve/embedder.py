@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -198,7 +199,7 @@ class OnnxEmbedder:
             out[idx] = vectors
         return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
-    @property
+    @functools.cached_property
     def dimension(self) -> int:
         """The length of the model's vectors."""
         width = self.session.get_outputs()[0].shape[-1]
@@ -223,10 +224,11 @@ class OnnxEmbedder:
             return self.embed(docs, "document")
         keys = [(self.fingerprint, text_key(d)) for d in docs]
         found = self.cache.lookup(keys)
+        key_of = dict(zip(docs, keys, strict=True))
         missing = list(dict.fromkeys(d for d, v in zip(docs, found, strict=True) if v is None))
         if missing:
             fresh = self.embed(missing, "document")
-            self.cache.store([(self.fingerprint, text_key(d)) for d in missing], fresh)
+            self.cache.store([key_of[d] for d in missing], fresh)
             computed = dict(zip(missing, fresh, strict=True))
             found = [computed[d] if v is None else v for d, v in zip(docs, found, strict=True)]
         return np.stack(found) if found else np.empty((0, 0), dtype=np.float32)
