@@ -161,6 +161,7 @@ FAKE_BUILD = {
     "mine": {"top_k": 4},
     "grade": {"top_k": "all", "source": True},  # every candidate graded: the grading and its rules stay tested
     "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
+    "export": {"first_stage_variants": []},  # one test measures them (test_vector_memo.py): 30 s a build
 }
 
 

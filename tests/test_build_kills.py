@@ -37,7 +37,7 @@ SETTINGS = {
     "queries": {"max_queries": 8},
     "llm": {"concurrency": 1},
     # the export's kill points need fp32 and dynamic int8 only; the calibrated variants' resume is the same code
-    "export": {"openvino": False, "static_int8": False},
+    "export": {"openvino": False, "static_int8": False, "first_stage_variants": []},
 }
 CHILD_DEADLINE_S = 600
 

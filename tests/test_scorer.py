@@ -177,7 +177,7 @@ def test_a_build_without_a_cross_encoder_serves_its_first_stage_and_drops_the_ol
     first_stage = SentenceTransformer(str(model_dir / "first_stage"), device="cpu")
     cosine = first_stage.encode(docs, normalize_embeddings=True) @ first_stage.encode(["dock breaker"])[0]
     for reranker in (Reranker(model_dir), Reranker(model_dir, quantized=True)):  # no cross-encoder file to pick
-        assert reranker.variant == "first_stage"
+        assert reranker.variant == "first_stage:fp32"
         assert reranker.logits("dock breaker", docs) == pytest.approx(
             meta["scorer"]["first_stage_weight"] * cosine + meta["scorer"]["bias"], abs=1e-4
         )
@@ -249,7 +249,7 @@ def test_a_pretrained_cross_encoder_folder_as_backbone_builds_into_the_same_scor
     CrossEncoder(minilm_path, num_labels=1, max_length=128, device="cpu").save_pretrained(str(pretrained))
     config = fake_build_config(
         small_docs, tmp_path / "run", train={"backbone": str(pretrained), "epochs": 1, "max_length": 128},
-        export={"openvino": False, "static_int8": False},
+        export={"openvino": False, "static_int8": False, "first_stage_variants": []},
     )  # fmt: skip
     result = build(config, llm=FakeLLM())  # train.cross_encoder = auto: a reranker backbone is trained
     assert result.summary("train")["backbone"] == str(pretrained)

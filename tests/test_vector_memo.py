@@ -113,8 +113,9 @@ def test_the_builds_own_chunks_are_in_the_memo_before_the_first_request(
 
     capped = tmp_path / "run"  # the same build with a cap below its vectors: only the export runs again
     shutil.copytree(run_dir, capped, ignore=shutil.ignore_patterns(".lock"))
+    export = {"chunk_vectors_max_mb": 0.001, "first_stage_variants": []}
     config = fake_build_config(example_docs, capped, train={"epochs": 2, "max_length": 128, "batch_size": 4},
-                               grade={}, export={"chunk_vectors_max_mb": 0.001})  # fmt: skip
+                               grade={}, export=export)  # fmt: skip
     again = build(config, llm=FakeLLM()).summary("export")["first_stage"]["chunk_vectors"]
     assert again["written"] is False and "export.chunk_vectors_max_mb" in again["reason"]
     assert not (capped / "model" / "first_stage" / CHUNK_VECTORS).exists()
@@ -135,3 +136,56 @@ def test_metrics_report_the_memos_hits_misses_and_bytes(default_build) -> None:
     samples = {s.name: s.value for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples}
     assert samples["rerankforge_vector_cache_misses"] == 4 and samples["rerankforge_vector_cache_hits"] == 4
     assert samples["rerankforge_vector_cache_bytes"] > 0 and samples["rerankforge_vector_cache_evictions"] == 0
+
+
+@pytest.mark.slow  # the session's default build, exported again with the first stage's variants
+def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
+    default_build, tmp_path: Path, example_docs: Path
+) -> None:
+    """The export writes the first stage's int8 and OpenVINO forms beside fp32, measures each on the held-out
+    queries, and the folder serves the fastest within 1 nDCG point; the chunk vectors are that variant's, and a
+    variant whose vectors depend on their batch-mates embeds one text at a time, so the memo stays exact."""
+    import json
+    import shutil
+
+    from rerankforge import Reranker, build
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.serve.embedder import OnnxEmbedder
+    from rerankforge.serve.engines import VARIANTS
+    from tests.conftest import fake_build_config
+    from tests.fake_llm import FakeLLM
+
+    _, _, source = default_build
+    run_dir = tmp_path / "run"  # only the export runs again
+    shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".lock"))
+    config = fake_build_config(example_docs, run_dir, train={"epochs": 2, "max_length": 128, "batch_size": 4},
+                               grade={}, export={})  # fmt: skip
+    result = build(config, llm=FakeLLM())
+    assert next(s.status for s in result.stages if s.name == "export") == "ran"
+    summary = result.summary("export")["first_stage"]
+    stats, served = summary["variants"], summary["recommended_variant"]
+    expected = {"fp32", *config.export.first_stage_variants} - set(summary.get("variants_skipped", []))
+    assert set(stats) == expected and len(stats) >= 3  # fp32, int8 and OpenVINO's where it is installed
+    assert stats["fp32"]["ndcg_loss"] == 0.0 and stats[served]["ndcg_loss"] <= 0.01
+    assert all(row["docs_per_s"] <= stats[served]["docs_per_s"] for row in stats.values() if row["ndcg_loss"] <= 0.01)
+    model_dir = run_dir / "model"
+    meta = json.loads((model_dir / "rerankforge.json").read_text())
+    assert meta["scorer"]["first_stage_variant"] == served
+    for name in stats:
+        assert (model_dir / "first_stage" / VARIANTS[name].path).is_file()
+
+    texts = list(dict.fromkeys(c.text for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)))
+    reranker, fp32 = Reranker(model_dir), Reranker(model_dir, variant="fp32", vector_cache_mb=0)
+    assert reranker.first_stage.variant == served and reranker.variant == f"first_stage:{served}"
+    assert reranker.first_stage.preloaded == len(texts)  # the chunk vectors are the served variant's
+    assert Reranker(model_dir, variant="fp32").first_stage.preloaded == 0  # and not fp32's: another fingerprint
+    logits = reranker.logits("dock breaker", texts[:6])
+    assert reranker.vector_cache.stats()["misses"] == 0
+    plain = Reranker(model_dir, vector_cache_mb=0)
+    np.testing.assert_allclose(logits, plain.logits("dock breaker", texts[:6]), rtol=0, atol=1e-6)
+    for name in stats:  # each variant ranks as fp32 does, within quantization's error
+        variant = OnnxEmbedder(model_dir / "first_stage", variant=name)
+        cosines = np.sum(variant.embed(texts[:8]) * fp32.first_stage.embed(texts[:8]), axis=1)
+        assert cosines.min() > 0.95, (name, cosines)
+        if not VARIANTS[name].batch_invariant:  # alone or among others: the same vector, bit for bit
+            np.testing.assert_array_equal(variant.embed(texts[:1]), variant.embed(texts[:8])[:1])

@@ -26,6 +26,7 @@ import numpy as np
 
 from rerankforge.artifacts import file_sha256, text_sha256
 from rerankforge.errors import InputError, MissingDependencyError
+from rerankforge.serve.engines import VARIANTS, engine_installed, open_engine
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
-def write_chunk_vectors(folder: Path, texts: Sequence[str], vectors: np.ndarray) -> Path:
-    """Save ``vectors`` (one per text of ``texts``) beside the exported first stage in ``folder``, keyed by the
-    texts' sha256 and the model's fingerprint: a server's memo starts with them."""
-    fingerprint = _fingerprint(folder / EMBEDDER_METADATA, folder / EMBEDDER_FILE)
+def write_chunk_vectors(folder: Path, texts: Sequence[str], vectors: np.ndarray, variant: str = "fp32") -> Path:
+    """Save ``vectors`` (one per text of ``texts``, from the ``variant`` of the exported first stage in
+    ``folder``) beside it, keyed by the texts' sha256 and the variant's fingerprint: a server's memo starts with
+    them when it serves that variant."""
+    fingerprint = _fingerprint(folder / EMBEDDER_METADATA, folder, variant)
     keys = np.frombuffer(b"".join(text_key(t) for t in texts), dtype=np.uint8).reshape(len(texts), 32)
     path = folder / CHUNK_VECTORS
     with path.open("wb") as handle:
@@ -70,10 +72,23 @@ def write_chunk_vectors(folder: Path, texts: Sequence[str], vectors: np.ndarray)
     return path
 
 
-def _fingerprint(meta_path: Path, model_path: Path) -> str:
-    """The exported model's identity: its graph and what shapes its inputs (a tuned and an untuned export
-    differ)."""
-    return text_sha256(meta_path.read_text(encoding="utf-8") + file_sha256(model_path))[:16]
+def _fingerprint(meta_path: Path, folder: Path, variant: str = "fp32") -> str:
+    """A variant's identity: its graph (and weights file), the engine that runs it and what shapes its inputs
+    (a tuned and an untuned export differ, and so do their variants)."""
+    spec = VARIANTS[variant]
+    graph = folder / spec.path
+    weights = graph.with_suffix(".bin")
+    parts = [meta_path.read_text(encoding="utf-8"), file_sha256(graph)]
+    if weights != graph and weights.is_file():
+        parts.append(file_sha256(weights))
+    if variant != "fp32":  # the fp32 key of earlier exports stays as it was
+        parts.append(variant)
+    return text_sha256("".join(parts))[:16]
+
+
+def first_stage_variants(folder: Path) -> list[str]:
+    """The variants of an exported first stage in ``folder`` that this machine can run."""
+    return [n for n, v in VARIANTS.items() if (Path(folder) / v.path).is_file() and engine_installed(v.engine)]
 
 
 class VectorMemo:
@@ -138,38 +153,55 @@ class OnnxEmbedder:
     """
 
     def __init__(
-        self, folder: str | Path, *, threads: int = 1, batch_size: int = 16, cache: VectorMemo | None = None
+        self,
+        folder: str | Path,
+        *,
+        threads: int = 1,
+        batch_size: int = 16,
+        cache: VectorMemo | None = None,
+        variant: str = "fp32",
     ) -> None:
         try:
-            import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as exc:
-            raise MissingDependencyError("onnxruntime", "serve", "Serving a reranker") from exc
+            raise MissingDependencyError("tokenizers", "serve", "Serving a reranker") from exc
         self.folder = Path(folder)
+        if variant not in VARIANTS:
+            raise InputError(f"Unknown first-stage variant {variant!r}: use one of {', '.join(VARIANTS)}.")
+        spec = VARIANTS[variant]
         meta_path, model_path = self.folder / EMBEDDER_METADATA, self.folder / EMBEDDER_FILE
         if not (meta_path.is_file() and model_path.is_file() and (self.folder / "tokenizer.json").is_file()):
             raise InputError(
                 f"{self.folder} has no {EMBEDDER_FILE}, tokenizer.json or {EMBEDDER_METADATA}: it is not an "
                 "exported first stage. Run `rerankforge export MODEL_DIR` on the build's model folder again."
             )
+        if not (self.folder / spec.path).is_file():
+            raise InputError(
+                f"{self.folder} has no {spec.path}: its export wrote no {variant} variant of the first stage "
+                f"(variants here: {', '.join(first_stage_variants(self.folder)) or 'none'})."
+            )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         self.max_length = int(meta["max_length"])
         self.pad_id = int(meta.get("pad_token_id", 0))
         self.prompts: dict[str, str] = meta.get("prompts", {})
-        self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self._measure = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self._measure.no_padding()
         self._measure.no_truncation()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        try:
+            self._engine = open_engine(spec, self.folder / spec.path, threads)
+        except ImportError as exc:
+            raise MissingDependencyError(spec.engine, "serve", "Serving a first stage") from exc
+        self.variant = variant
+        # a variant whose vectors depend on their batch-mates embeds one text per pass: a text's vector is then
+        # a function of the text alone, so the memo's vectors are the ones it would compute
+        self.batch_size = batch_size if spec.batch_invariant else 1
+        self.input_names = self._engine.input_names
+        self.precision = self._engine.precision
         self.cache = cache
-        self.fingerprint = _fingerprint(meta_path, model_path) if cache is not None else ""  # only the memo's keys
+        self.fingerprint = _fingerprint(meta_path, self.folder, variant) if cache is not None else ""  # memo keys
         self.preloaded = self._preload() if cache is not None else 0
 
     def _preload(self) -> int:
@@ -193,7 +225,7 @@ class OnnxEmbedder:
         encodings = self.tokenizer.encode_batch([prompt + t for t in texts])
         out: np.ndarray | None = None
         for idx, feed in padded_batches(encodings, self.batch_size, self.pad_id, self.input_names):
-            vectors = self.session.run(None, feed)[0]
+            vectors = self._engine.run(feed)
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[idx] = vectors
@@ -202,8 +234,7 @@ class OnnxEmbedder:
     @functools.cached_property
     def dimension(self) -> int:
         """The length of the model's vectors."""
-        width = self.session.get_outputs()[0].shape[-1]
-        return width if isinstance(width, int) else int(self.embed(["x"]).shape[1])
+        return int(self.embed(["x"]).shape[1])
 
     def token_counts(self, texts: Sequence[str], kind: str = "document") -> list[int]:
         """Tokens of each text as the model would see it untruncated (its prompt and special tokens included):

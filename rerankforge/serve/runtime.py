@@ -13,14 +13,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import logging
 import os
-import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,39 +25,24 @@ import numpy as np
 
 from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.fusion import fuse
-from rerankforge.serve.embedder import EMBEDDER_FILE, OnnxEmbedder, VectorMemo, padded_batches
+from rerankforge.serve.embedder import OnnxEmbedder, VectorMemo, first_stage_variants, padded_batches
+from rerankforge.serve.engines import (  # noqa: F401  (re-exported: the export stage and tests read them here)
+    ONNX_VARIANTS,
+    VARIANTS,
+    Engine,
+    OnnxRuntimeEngine,
+    OpenVINOEngine,
+    Variant,
+    engine_installed,
+    import_openvino,
+    telemetry_off,
+)
 
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "rerankforge.json"
-Engine = Literal["onnxruntime", "openvino"]
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One servable form of the exported model."""
-
-    path: str  # relative to the model folder
-    engine: Engine
-    # False: a pair's score depends on its batch-mates (activation scales per batch; OpenVINO's kernels
-    # accumulate in a shape-dependent order, about 4e-4 on a logit), so the server scores requests apart
-    batch_invariant: bool
-
-
-VARIANTS = {
-    "fp32": Variant("onnx/model.onnx", "onnxruntime", True),
-    # dynamic quantization: int8 weights, activations quantized per batch
-    "int8": Variant("onnx/model_qint8.onnx", "onnxruntime", False),
-    # static QDQ: activation ranges calibrated on the build's pairs
-    "int8_static": Variant("onnx/model_qint8_static.onnx", "onnxruntime", True),
-    # the fp32 ONNX file compiled by OpenVINO at its default CPU precision (bf16 where the CPU has it)
-    "openvino": Variant("onnx/model.onnx", "openvino", False),
-    # NNCF static int8 (calibrated on the build's pairs) as OpenVINO IR, in the file name sentence-transformers'
-    # OpenVINO backend reads
-    "openvino_int8": Variant("openvino/openvino_model_qint8_quantized.xml", "openvino", False),
-}
-# The ONNX files an export writes (sentence-transformers' ONNX backend reads them with model_kwargs file_name).
-ONNX_VARIANTS = {name: Path(v.path).name for name, v in VARIANTS.items() if v.engine == "onnxruntime"}
 LongDocuments = Literal["truncate", "window"]
 
 
@@ -94,36 +75,6 @@ def has_no_cross_encoder(model_dir: Path) -> bool:
     return (read_metadata(model_dir).get("scorer") or {}).get("cross_encoder") is False
 
 
-@contextlib.contextmanager
-def telemetry_off() -> Iterator[None]:
-    """For imports of OpenVINO and NNCF: on import they report usage to Google Analytics unless a consent file
-    says no or they believe they run in CI. rerankforge opens no connection of its own accord."""
-    saved = {key: os.environ.get(key) for key in ("CI", "NNCF_CI")}
-    os.environ.update({"CI": "true", "NNCF_CI": "1"})  # read once, when the packages and their telemetry load
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def import_openvino() -> Any:
-    """``import openvino`` with its telemetry off (a caller's own earlier import is left as it was)."""
-    if sys.modules.get("openvino") is None:
-        with telemetry_off():
-            import openvino  # noqa: F401
-    import openvino
-
-    return openvino
-
-
-def engine_installed(engine: Engine) -> bool:
-    return importlib.util.find_spec(engine) is not None
-
-
 def available_variants(model_dir: Path) -> list[str]:
     """The variants of an exported model that this machine can run: the file is there and its engine installed."""
     return [name for name, v in VARIANTS.items() if (Path(model_dir) / v.path).is_file() and engine_installed(v.engine)]
@@ -153,44 +104,6 @@ class PairScores:
         return int(self.cut.sum())
 
 
-class _OnnxRuntimeEngine:
-    """One onnxruntime CPU session; ``run`` is safe to call from several threads."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        self.precision = "int8" if "qint8" in path.name else "fp32"
-
-    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, feed)[0]
-
-
-class _OpenVINOEngine:
-    """An OpenVINO model compiled for the CPU, latency-tuned; one infer request per calling thread."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        ov = import_openvino()
-        core = ov.Core()
-        self.compiled = core.compile_model(
-            core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        )
-        self.input_names = {name for port in self.compiled.inputs for name in port.get_names()}
-        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # bf16 or f32
-        self._local = threading.local()
-
-    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        request = getattr(self._local, "request", None)
-        if request is None:  # an infer request is not thread-safe: each thread gets its own
-            request = self._local.request = self.compiled.create_infer_request()
-        return np.array(request.infer(feed)[0])  # a copy: the request reuses its output memory
-
-
 def _default_variant(model_dir: Path, meta: dict[str, Any]) -> str:
     """The export's recommendation if this machine can run it, else the fastest eligible variant it can run."""
     recommended = meta.get("recommended_variant") or ("int8" if meta.get("int8_recommended") else "fp32")
@@ -216,7 +129,9 @@ class Reranker:
     Args:
         model_dir: a folder written by ``rerankforge build``/``export`` (``onnx/model*.onnx`` + tokenizer).
         variant: which model file and engine, a key of :data:`VARIANTS`; ``None``: the export's recommendation
-            (the fastest variant whose nDCG on the held-out queries is within 1 point of fp32), else fp32.
+            (the fastest variant whose nDCG on the held-out queries is within 1 point of fp32), else fp32. In a
+            folder without a cross-encoder it names the first stage's file; a folder with one serves its first
+            stage in the variant its export chose (``first_stage_variant``, by the same rule).
         quantized: shorthand when ``variant`` is None: True is ``"int8"``, False is ``"fp32"``.
         threads: inference threads (default: the cores this process may use).
         batch_size: pairs per forward pass (pairs are sorted by length first, so batches pad little).
@@ -266,7 +181,7 @@ class Reranker:
                     f"{self.model_dir} holds no cross-encoder (its build trained none): score it with its scorer, "
                     "or build with train.cross_encoder = true."
                 )
-            self._first_stage_only(scorer)
+            self._first_stage_only(scorer, variant)
             return
         if variant is None:
             variant = _default_variant(self.model_dir, meta) if quantized is None else ("int8" if quantized else "fp32")
@@ -276,7 +191,7 @@ class Reranker:
         try:
             from tokenizers import Tokenizer
 
-            engine_class = _OpenVINOEngine if spec.engine == "openvino" else _OnnxRuntimeEngine
+            engine_class = OpenVINOEngine if spec.engine == "openvino" else OnnxRuntimeEngine
             import_openvino() if spec.engine == "openvino" else __import__(spec.engine)
         except ImportError as exc:
             raise MissingDependencyError(spec.engine, "serve", "Serving a reranker") from exc
@@ -306,29 +221,37 @@ class Reranker:
         self.scorer: dict[str, Any] = scorer
         self.first_stage_weight, self.cross_encoder_weight, self.bias = scorer_weights(scorer, cross_encoder=True)
         if scorer.get("first_stage"):
-            self.first_stage = OnnxEmbedder(
-                self.model_dir / scorer["first_stage"],
-                threads=self.threads,
-                batch_size=max(self.batch_size, 16),
-                cache=self.vector_cache,
-            )
+            self.first_stage = self._open_first_stage(scorer, None)
 
-    def _first_stage_only(self, scorer: dict[str, Any]) -> None:
-        """A model folder without a cross-encoder: its scorer is the first stage's cosine (``variant`` and
-        ``quantized`` choose a cross-encoder's file, so they do not apply)."""
-        embedder = OnnxEmbedder(
-            self.model_dir / scorer.get("first_stage", "first_stage"),
-            threads=self.threads,
-            batch_size=max(self.batch_size, 16),
-            cache=self.vector_cache,
+    def _open_first_stage(self, scorer: dict[str, Any], variant: str | None) -> OnnxEmbedder:
+        """The scorer's first stage in ``variant`` (default: the one its export chose, ``first_stage_variant``;
+        fp32 where this machine cannot run that one)."""
+        folder = self.model_dir / scorer.get("first_stage", "first_stage")
+        chosen = variant or scorer.get("first_stage_variant", "fp32")
+        if variant is None and chosen not in first_stage_variants(folder):
+            logger.warning(
+                "%s serves its first stage as %s, which this machine cannot run (pip install 'rerankforge[serve]'): "
+                "serving fp32.",
+                self.model_dir,
+                chosen,
+            )
+            chosen = "fp32"
+        return OnnxEmbedder(
+            folder, threads=self.threads, batch_size=max(self.batch_size, 16), cache=self.vector_cache, variant=chosen
         )
+
+    def _first_stage_only(self, scorer: dict[str, Any], variant: str | None) -> None:
+        """A model folder without a cross-encoder: its scorer is the first stage's cosine, and ``variant`` chooses
+        the first stage's file (``quantized`` names a cross-encoder's file, so it does not apply)."""
+        embedder = self._open_first_stage(scorer, variant)
         self.scorer = scorer
         self.first_stage = embedder
         self.first_stage_weight, self.cross_encoder_weight, self.bias = scorer_weights(scorer, cross_encoder=False)
-        self.onnx_path = embedder.folder / EMBEDDER_FILE
-        self.variant = "first_stage"
-        self.engine = "onnxruntime"
-        self.batch_invariant = True
+        spec = VARIANTS[embedder.variant]
+        self.onnx_path = embedder.folder / spec.path
+        self.variant = f"first_stage:{embedder.variant}"
+        self.engine = spec.engine
+        self.batch_invariant = spec.batch_invariant
         self.max_length = embedder.max_length
         self.pad_id = embedder.pad_id
         self.tokenizer = embedder.tokenizer
@@ -336,7 +259,7 @@ class Reranker:
         self._pair_specials = self._measure.num_special_tokens_to_add(is_pair=False)  # a document is embedded alone
         self._engine = None
         self.input_names = embedder.input_names
-        self.precision = "fp32"
+        self.precision = embedder.precision
 
     # --- token bookkeeping -------------------------------------------------------------------------
 

@@ -8,7 +8,9 @@ Layout (what sentence-transformers' ONNX and OpenVINO backends and other ONNX se
     model/onnx/model_qint8.onnx          dynamic int8
     model/onnx/model_qint8_static.onnx   static int8 (QDQ), calibrated on the build's pairs
     model/openvino/openvino_model_qint8_quantized.xml (+ .bin)   NNCF static int8, calibrated likewise
-    model/first_stage/     the scorer's first stage: a sentence-transformers bi-encoder + onnx/model.onnx
+    model/first_stage/     the scorer's first stage: a sentence-transformers bi-encoder + onnx/model.onnx,
+                           its variants under the same names (onnx/model_qint8.onnx, openvino/...) and
+                           chunk_vectors.npz, the served variant's vectors of the build's chunks
     model/rerankforge.json max length, parity figures, the variant to serve, the scorer
 """
 
@@ -38,14 +40,15 @@ from rerankforge.serve.runtime import (
     VARIANTS,
     Reranker,
     available_variants,
+    engine_installed,
     import_openvino,
     telemetry_off,
 )
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.training import card
 
-VERSION = "7"  # 7: the chunk vectors beside the first stage (6: a model folder without a cross-encoder)
-# 5: the scorer's first stage in model/first_stage
+VERSION = "8"  # 8: the first stage's variants; 7: the chunk vectors beside the first stage
+# 6: a model folder without a cross-encoder; 5: the scorer's first stage in model/first_stage
 FIRST_STAGE_DIR = "first_stage"
 
 
@@ -388,14 +391,93 @@ def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, An
     else:
         name = ctx.config.mine.bi_encoder
         parity = _untuned_first_stage(name, target, ctx.config.export.opset)
+    variants = first_stage_variants(ctx, target)
+    served = variants["recommended_variant"]
     scorer = {**chosen, "first_stage": FIRST_STAGE_DIR, "first_stage_tuned": chosen["first_stage"] == "tuned",
-              "first_stage_model": name}  # fmt: skip
-    return scorer, {"model": name, **parity, "chunk_vectors": _chunk_vectors(ctx, target, chosen["first_stage"])}
+              "first_stage_model": name, "first_stage_variant": served}  # fmt: skip
+    summary = {"model": name, **parity, **variants}
+    summary["chunk_vectors"] = _chunk_vectors(ctx, target, chosen["first_stage"], served)
+    return scorer, summary
 
 
-def _chunk_vectors(ctx: StageContext, target: Path, first_stage: str) -> dict[str, Any]:
-    """The first stage's vectors of the build's chunks beside it (``export.chunk_vectors``), within the size cap:
-    the untuned model's from the mine stage's cache, a tuned one's embedded now by the exported graph."""
+def embedder_feeds(folder: Path, texts: list[str]) -> list[dict[str, np.ndarray]]:
+    """One input of the first stage's graph per text (batch of one), tokenized as the runtime does."""
+    from rerankforge.serve.embedder import OnnxEmbedder
+
+    embedder = OnnxEmbedder(folder)
+    feeds = []
+    for enc in embedder.tokenizer.encode_batch([embedder.prompts.get("document", "") + t for t in texts]):
+        feed = {"input_ids": enc.ids, "attention_mask": enc.attention_mask, "token_type_ids": enc.type_ids}
+        feeds.append({k: np.array([v], dtype=np.int64) for k, v in feed.items() if k in embedder.input_names})
+    return feeds
+
+
+def first_stage_variants(ctx: StageContext, target: Path) -> dict[str, Any]:
+    """Write the first stage's faster variants (``export.first_stage_variants``) beside its fp32 graph, measure
+    each on the held-out queries (nDCG@k of its own order of their candidates) and its speed (documents per
+    second, embedded cold), and name the one to serve: the fastest within 1 nDCG point of fp32."""
+    from rerankforge.serve.embedder import first_stage_variants as runnable
+
+    cfg = ctx.config.export
+    wanted = [v for v in cfg.first_stage_variants if engine_installed(VARIANTS[v].engine)]
+    skipped = sorted(set(cfg.first_stage_variants) - set(wanted))
+    fp32 = target / VARIANTS["fp32"].path
+    feeds: list[dict[str, np.ndarray]] = []
+    if {"int8_static", "openvino_int8"} & set(wanted):
+        chunks = read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)
+        step = max(1, len(chunks) // cfg.calibration_pairs)  # spread over the corpus, in a fixed order
+        feeds = embedder_feeds(target, [c.text for c in chunks[::step][: cfg.calibration_pairs]])
+    if "int8" in wanted or "int8_static" in wanted:
+        quantize_int8(fp32, feeds if "int8_static" in wanted else None)
+        if "int8" not in wanted:
+            (target / VARIANTS["int8"].path).unlink(missing_ok=True)
+    if "openvino_int8" in wanted:
+        if openvino_available():
+            quantize_openvino(fp32, feeds)
+        else:
+            skipped.append("openvino_int8")
+    names = [v for v in runnable(target) if v == "fp32" or v in wanted]
+    if names == ["fp32"]:
+        return {"variants": {}, "recommended_variant": "fp32", **({"variants_skipped": skipped} if skipped else {})}
+    ctx.progress(0, len(names), "measuring the first stage's variants")
+    speed_texts = [c.text for c in read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)][:64]
+    stats = {name: _measure_first_stage(ctx, target, name, speed_texts) for name in names}
+    k = ctx.config.evaluate.k
+    for row in stats.values():
+        row["ndcg_loss"] = round(stats["fp32"][f"ndcg@{k}"] - row[f"ndcg@{k}"], 4)
+    eligible = [name for name, row in stats.items() if row["ndcg_loss"] <= 0.01]
+    served = max(eligible, key=lambda name: stats[name]["docs_per_s"])
+    return {"variants": stats, "recommended_variant": served, **({"variants_skipped": skipped} if skipped else {})}
+
+
+def _measure_first_stage(ctx: StageContext, target: Path, variant: str, speed_texts: list[str]) -> dict[str, float]:
+    """One variant of the first stage: nDCG@k on the held-out queries, and documents embedded per second."""
+    from rerankforge.evaluation.on_dev import compare_on_dev
+    from rerankforge.serve.embedder import OnnxEmbedder, VectorMemo
+    from rerankforge.serve.runtime import usable_cores
+
+    k = ctx.config.evaluate.k
+    embedder = OnnxEmbedder(target, threads=usable_cores(), cache=VectorMemo(2**31), variant=variant)
+
+    def cosine(query: str, docs: list[str]) -> np.ndarray:
+        return embedder.document_vectors(docs) @ embedder.embed([query], "query")[0]
+
+    result = compare_on_dev(ctx.run_dir, cosine, k=k, relevant_min=ctx.config.grade.positive_min_grade, alpha=1.0)
+    cold = OnnxEmbedder(target, threads=usable_cores(), variant=variant)
+    seconds = min(_timed_call(lambda: cold.embed(speed_texts)) for _ in range(2))
+    return {f"ndcg@{k}": result["metrics"]["reranked"][f"ndcg@{k}"], "docs_per_s": round(len(speed_texts) / seconds, 1)}
+
+
+def _timed_call(call: Any) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def _chunk_vectors(ctx: StageContext, target: Path, first_stage: str, variant: str = "fp32") -> dict[str, Any]:
+    """The served first stage's vectors of the build's chunks beside it (``export.chunk_vectors``), within the
+    size cap: the untuned fp32 model's from the mine stage's cache, any other embedded now by the exported graph
+    it names."""
     from rerankforge.index.embedding import embed_chunks
     from rerankforge.serve.embedder import OnnxEmbedder, write_chunk_vectors
     from rerankforge.serve.runtime import usable_cores
@@ -404,18 +486,18 @@ def _chunk_vectors(ctx: StageContext, target: Path, first_stage: str) -> dict[st
     if not cfg.chunk_vectors:
         return {"written": False, "reason": "export.chunk_vectors = false"}
     texts = list(dict.fromkeys(c.text for c in read_jsonl(ctx.dir("parse") / "chunks.jsonl", Chunk)))
-    embedder = OnnxEmbedder(target, threads=usable_cores())
+    embedder = OnnxEmbedder(target, threads=usable_cores(), variant=variant)
     megabytes = len(texts) * embedder.dimension * 4 / 2**20
     if megabytes > cfg.chunk_vectors_max_mb:
         return {"written": False, "chunks": len(texts), "reason": f"{megabytes:.0f} MB is over "
                 f"export.chunk_vectors_max_mb = {cfg.chunk_vectors_max_mb:g}"}  # fmt: skip
     ctx.progress(0, len(texts), "embedding the chunks for the server's memo")
-    if first_stage == "tuned":
+    if first_stage == "tuned" or variant != "fp32":
         vectors = embedder.embed(texts, "document")
     else:
         vectors, _ = embed_chunks(ctx.config.mine, texts)
-    path = write_chunk_vectors(target, texts, vectors)
-    return {"written": True, "chunks": len(texts), "bytes": path.stat().st_size}
+    path = write_chunk_vectors(target, texts, vectors, variant)
+    return {"written": True, "chunks": len(texts), "bytes": path.stat().st_size, "variant": variant}
 
 
 def _untuned_first_stage(name: str, target: Path, opset: int) -> dict[str, Any]:
