@@ -310,6 +310,8 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
 
     from rerankforge import build, load_config
     from rerankforge.artifacts import Chunk, Query, read_jsonl
+    from rerankforge.evaluation.labels import LabelledData
+    from rerankforge.evaluation.retrieval import evaluate_retrieval
     from rerankforge.ranking import ndcg_of_scores, one_sided_p
     from rerankforge.serve.app import create_app
     from tests.fake_llm import CodedLLM, coded_query, write_coded_corpus
@@ -324,6 +326,7 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
         queries={"max_queries": 200, "per_chunk": 1, "round_trip_top_k": 0},
         parse={"workers": 1, "combine_under_n_characters": 0},
         train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1},
+        export={"first_stage_variants": []},
     )
     evaluate = build(cfg, llm=CodedLLM()).summary("evaluate")  # fmt: skip
     assert evaluate["scorer"]["first_stage"] == "tuned" and evaluate["better"] is True, evaluate["verdict"]
@@ -355,3 +358,18 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
     assert np.mean(served_ndcg) >= np.mean(dense_ndcg) + 0.1, (np.mean(served_ndcg), np.mean(dense_ndcg))
     p = one_sided_p(served_ndcg, dense_ndcg)
     assert p is not None and p < 0.05, p
+
+    # the tuned first stage handed back as the retriever: over the whole corpus, the held-out files' passages
+    # come up for their users' questions where the untuned one misses them (`rerankforge eval --retriever`)
+    held_out_chunks = [c for c in chunks if c.source in held_out]
+    labels = LabelledData(
+        source="coded questions", format="test", corpus={c.id: c.text for c in chunks},
+        queries={c.id: coded_query(c.text) for c in held_out_chunks}, qrels={c.id: {c.id: 1} for c in held_out_chunks},
+    )  # fmt: skip
+    retrieval = evaluate_retrieval(run, labels)
+    labelled, synthetic = retrieval["labelled"], retrieval["synthetic"]
+    assert labelled["queries"] == len(held_out_chunks) and synthetic["queries"] == len(dev)
+    assert labelled["means"]["tuned"]["ndcg@10"] >= labelled["means"]["untuned"]["ndcg@10"] + 0.1, labelled["means"]
+    assert labelled["p_values"]["tuned"]["ndcg@10"] < 0.05
+    assert labelled["means"]["tuned"]["recall@20"] >= labelled["means"]["untuned"]["recall@20"]
+    assert retrieval["tuned"] == "served by the model folder"

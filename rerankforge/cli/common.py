@@ -192,6 +192,22 @@ def labelled_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def retrieval_table(result: dict[str, Any], title: str) -> Table:
+    """The first stages as retrievers: each metric, and the paired t-test of the tuned one against the untuned."""
+    metric_names = list(next(iter(result["means"].values())))
+    table = Table(title=f"{title} ({result['queries']} queries, {result['documents']} documents)")
+    table.add_column("first stage")
+    for name in metric_names:
+        table.add_column(name, justify="right")
+    for system, values in result["means"].items():
+        table.add_row(system, *(f"{values[m]:.4f}" for m in metric_names))
+    for system, p_values in result["p_values"].items():
+        wtl = result["win_tie_loss"][system]
+        cells = [f"{p_values[m]:.3g}, {wtl[m]['W']}/{wtl[m]['T']}/{wtl[m]['L']}" for m in metric_names]
+        table.add_row(f"{system}: p, W/T/L", *cells)
+    return table
+
+
 def print_verdict(verdict: str, better: bool) -> None:
     style = "bold green" if better else "bold white on red"
     console.print(f"[{style}]The reranker is {verdict}[/]")

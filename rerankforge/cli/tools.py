@@ -16,6 +16,7 @@ from rerankforge.cli.common import (
     metrics_table,
     print_report,
     print_verdict,
+    retrieval_table,
 )
 from rerankforge.config import TrainConfig
 from rerankforge.errors import InputError
@@ -50,8 +51,19 @@ def eval_command(
     top_k: Annotated[int | None, typer.Option(help="With --data: first-stage candidates reranked per query.")] = None,
     max_queries: Annotated[int | None, typer.Option(help="With --data: evaluate a seeded sample of this many.")] = None,
     bi_encoder: Annotated[str | None, typer.Option(help="With --data: the dense first stage's model.")] = None,
+    retriever: Annotated[
+        bool,
+        typer.Option(
+            "--retriever",
+            help="The build's tuned first stage against the untuned one as retrievers over the whole corpus "
+            "(nDCG, Recall@20/50/100): on its held-out queries, and on --data when given.",
+        ),
+    ] = False,
 ) -> None:
     """Compare a reranker with the first stage: on a build's held-out synthetic queries, or on your labelled queries."""
+    if retriever:
+        _eval_retriever(path, data=data, corpus=corpus, k=k)
+        return
     if data is not None:
         _eval_labelled(
             path,
@@ -94,6 +106,30 @@ def eval_command(
     )
     console.print(metrics_table({**result["metrics"], "fusion": result["fusion"]}))
     console.print(f"The reranker is {result['verdict']}")
+
+
+def _eval_retriever(run_dir: Path, *, data: Path | None, corpus: Path | None, k: int | None) -> None:
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.evaluation.labels import load_corpus, load_labels
+    from rerankforge.evaluation.retrieval import RETRIEVAL_RESULT, evaluate_retrieval
+
+    if not _is_run_dir(run_dir):
+        raise InputError(f"{run_dir} is not a build's run folder: --retriever compares the first stages of a build.")
+    labels = None
+    if data is not None:
+        cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        documents = load_corpus(corpus) if corpus is not None else None
+        if documents is None and not data.is_dir():
+            documents = {c.id: c.text for c in read_jsonl(run_dir / "parse" / "chunks.jsonl", Chunk)}
+        labels = load_labels(data, documents, match_threshold=cfg["evaluate"]["match_threshold"])
+    with StageProgress() as progress:
+        result = evaluate_retrieval(
+            run_dir, labels, k=k, progress=lambda done, total, note: progress("eval", done, total, note)
+        )
+    for name, title in (("synthetic", "the build's held-out queries"), ("labelled", "your labelled queries")):
+        if name in result:
+            console.print(retrieval_table(result[name], f"{title}, over the whole corpus"))
+    console.print(f"Tuned first stage: {result['tuned']}. Saved to {run_dir / RETRIEVAL_RESULT}")
 
 
 def _eval_labelled(
