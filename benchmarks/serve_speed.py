@@ -281,6 +281,131 @@ def server_throughput(model_dir: Path, variant: str, requests: list[tuple[str, l
     return figures
 
 
+def first_stage_folder(target: Path, texts: list[str]) -> Path:
+    """A model folder whose scorer is the untuned MiniLM first stage alone, with every variant an export writes
+    (dynamic int8; OpenVINO int8 calibrated on ``texts``; OpenVINO runs the fp32 graph itself)."""
+    from rerankforge.index.first_stage_export import untuned_export
+    from rerankforge.ranking import SCALE
+    from rerankforge.serve.runtime import METADATA_FILE
+    from rerankforge.stages.export import embedder_feeds, openvino_available, quantize_int8, quantize_openvino
+
+    folder = target / "first_stage"
+    cached, _ = untuned_export("all-MiniLM-L6-v2")
+    shutil.copytree(cached, folder, ignore=shutil.ignore_patterns("parity.json"))
+    quantize_int8(folder / "onnx" / "model.onnx")
+    if openvino_available():
+        quantize_openvino(folder / "onnx" / "model.onnx", embedder_feeds(folder, texts[:64]))
+    scorer = {"first_stage": "first_stage", "first_stage_weight": SCALE, "bias": 0.0, "cross_encoder": False}
+    (target / METADATA_FILE).write_text(json.dumps({"format": "rerankforge-onnx-1", "scorer": scorer}))
+    return target
+
+
+def first_stage_section(args: argparse.Namespace, data: dict) -> None:
+    """The first stage as the reranker, per query of 20 and of 100 documents, in one run: torch
+    ``CrossEncoder.predict`` of a MiniLM-L6 cross-encoder (1.00x), the bi-encoder in torch and in
+    sentence-transformers' own ONNX backend (separate venv), and rerankforge's first stage in each variant without
+    the memo, with it cold (every document new) and warm (every document seen)."""
+    import torch
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    from rerankforge.models import resolve_model
+    from rerankforge.serve.embedder import first_stage_variants
+    from rerankforge.serve.runtime import Reranker
+
+    minilm = resolve_model("all-MiniLM-L6-v2")
+    torch.manual_seed(0)
+    cross_encoder = CrossEncoder(minilm, num_labels=1, max_length=MAX_LENGTH, device="cpu")  # speed only
+    bi_encoder = SentenceTransformer(minilm, device="cpu")
+    items = data["eval"][: args.timing_queries * 2]
+    quality_items = data["eval"]
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = first_stage_folder(Path(tmp) / "model", [d for it in data["train"][:16] for d in it["docs"][:4]])
+        variants = first_stage_variants(folder / "first_stage")
+        for depth in (20, 100):
+            timing = [[(it["query"], d) for d in it["docs"][:depth]] for it in items]
+
+            def torch_ce(pairs: list[tuple[str, str]]) -> list[float]:
+                return list(cross_encoder.predict(pairs, batch_size=BATCH, show_progress_bar=False))
+
+            def torch_cosine(pairs: list[tuple[str, str]]) -> list[float]:
+                q = bi_encoder.encode([pairs[0][0]], normalize_embeddings=True)[0]
+                return list(bi_encoder.encode([d for _, d in pairs], normalize_embeddings=True, batch_size=BATCH) @ q)
+
+            rows[f"torch CrossEncoder.predict|{depth}"] = {"latencies": time_system(torch_ce, timing)}
+            rows[f"torch bi-encoder|{depth}"] = {"latencies": time_system(torch_cosine, timing)}
+            for variant in variants:
+                plain = Reranker(folder, variant=variant, vector_cache_mb=0)
+                rows[f"first stage {variant}, no memo|{depth}"] = {
+                    "latencies": time_system(lambda pairs, r=plain: r.score_pairs(pairs).logits, timing)
+                }
+                memo = Reranker(folder, variant=variant)
+                memo.score_pairs(timing[0][:8])  # the warm-up of time_system, outside the timed queries
+                cold = [_timed(lambda pairs=pairs, r=memo: r.score_pairs(pairs)) for pairs in timing]
+                warm = [_timed(lambda pairs=pairs, r=memo: r.score_pairs(pairs)) for pairs in timing]
+                rows[f"first stage {variant}, memo cold|{depth}"] = {"latencies": cold}
+                rows[f"first stage {variant}, memo warm|{depth}"] = {"latencies": warm}
+        if (ST_VENV / "bin" / "python").is_file():
+            inputs, out = Path(tmp) / "fs_inputs.json", Path(tmp) / "fs_out.json"
+            timing_texts = {str(depth): [[it["query"], it["docs"][:depth]] for it in items] for depth in (20, 100)}
+            embed_texts = [d for it in items for d in it["docs"]]
+            inputs.write_text(json.dumps({"timing": timing_texts, "batch_size": BATCH, "embed": embed_texts}))
+            subprocess.run(
+                [str(ST_VENV / "bin" / "python"), str(ROOT / "benchmarks" / "st_onnx_worker.py"), inputs,
+                 minilm, out, "first_stage"],
+                check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            )  # fmt: skip
+            st = json.loads(out.read_text())
+            for name, rec in st["rows"].items():
+                rows[name] = rec
+        else:
+            st = None
+            print(f"sentence-transformers' ONNX backend skipped: run benchmarks/setup_st_onnx_venv.sh ({ST_VENV})")
+        # quality: each variant's order of the dense top-20 on the eval questions
+        ndcg = {}
+        for variant in variants:
+            reranker = Reranker(folder, variant=variant, vector_cache_mb=0)
+            ndcg[variant] = float(np.mean([
+                ndcg_at_10(it["relevant"][:20], list(reranker.logits(it["query"], it["docs"][:20])))
+                for it in quality_items
+            ]))  # fmt: skip
+        # embedding per text, as the /embed and /v1/embeddings routes do it (documents, no memo)
+        texts = [d for it in items for d in it["docs"]]
+        embed_rates = {}
+        for variant in variants:
+            plain = Reranker(folder, variant=variant, vector_cache_mb=0)
+            plain.first_stage.embed(texts[:8])
+            embed_rates[f"rerankforge {variant}"] = len(texts) / min(
+                _timed(lambda p=plain: p.first_stage.embed(texts)) for _ in range(2)
+            )
+        if st is not None:
+            embed_rates.update(st["embed_rates"])
+    print(f"\nThe first stage as the reranker: {len(items)} queries; nDCG@10 of its order of the dense top-20 on "
+          f"{len(quality_items)} questions: " + ", ".join(f"{v} {n:.4f}" for v, n in ndcg.items()))  # fmt: skip
+    for depth in (20, 100):
+        base_name = f"torch CrossEncoder.predict|{depth}"
+        base = depth * len(rows[base_name]["latencies"]) / sum(rows[base_name]["latencies"])
+        print(f"\n{depth} documents per query")
+        print(f"{'system':36s} {'pairs/s':>9s} {'x torch CE':>10s} {'p50 ms':>8s} {'p95 ms':>8s}")
+        for name, rec in rows.items():
+            label, row_depth = name.rsplit("|", 1)
+            if int(row_depth) != depth:
+                continue
+            lat = rec["latencies"]
+            rate = depth * len(lat) / sum(lat)
+            print(f"{label:36s} {rate:9.1f} {rate / base:10.2f} {1e3 * statistics.median(lat):8.1f} "
+                  f"{1e3 * float(np.percentile(lat, 95)):8.1f}")  # fmt: skip
+    print(f"\nDocuments embedded per second ({len(texts)} texts, no memo):")
+    for name, rate in embed_rates.items():
+        print(f"  {name:36s} {rate:8.1f}")
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="A smoke run: few queries.")
@@ -291,6 +416,7 @@ def main() -> None:
     parser.add_argument("--train-pool", type=int, default=300, help="Queries given candidates for training.")
     parser.add_argument("--subcorpus", type=int, default=2500, help="MedQuAD answers indexed for candidates.")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--first-stage", action="store_true", help="Only the first stage's rows (no CE training).")
     args = parser.parse_args()
     if args.quick:
         args.timing_queries, args.rerank_depth = 2, 10
@@ -304,6 +430,9 @@ def main() -> None:
     from rerankforge.serve.runtime import Reranker, available_variants
 
     data = dense_candidates(args)
+    if args.first_stage:
+        first_stage_section(args, data)
+        return
     model_dir = prepare_model(data["train"][: args.train_queries])
     eval_items = data["eval"][: 10 if args.quick else None]
     timing = [[(it["query"], d) for d in it["docs"]] for it in eval_items[: args.timing_queries]]

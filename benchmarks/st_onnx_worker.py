@@ -44,5 +44,55 @@ def main(inputs_path: str, model_dir: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(results))
 
 
+def first_stage(inputs_path: str, model_dir: str, out_path: str) -> None:
+    """The bi-encoder in sentence-transformers' own backends (ONNX fp32 and qint8, OpenVINO where installed),
+    exported by sentence-transformers from a copy of the packaged model folder (the folder rerankforge's export
+    starts from; its own saved copy names the newer sentence-transformers' modules)."""
+    import shutil
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    inputs = json.loads(Path(inputs_path).read_text())
+    tmp = Path(tempfile.mkdtemp())
+    plain = tmp / "model"
+    shutil.copytree(model_dir, plain, ignore=shutil.ignore_patterns("onnx", "openvino", "*.npz"))
+    models = {"st onnx fp32": SentenceTransformer(str(plain), backend="onnx", device="cpu")}
+    export_dynamic_quantized_onnx_model(models["st onnx fp32"], "avx512_vnni", str(plain))
+    models["st onnx qint8"] = SentenceTransformer(
+        str(plain), backend="onnx", device="cpu", model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx"}
+    )
+    try:
+        models["st openvino"] = SentenceTransformer(str(plain), backend="openvino", device="cpu")
+    except Exception as exc:  # optimum-intel not installed
+        print("sentence-transformers' OpenVINO backend skipped:", exc)
+    rows, rates = {}, {}
+    batch = inputs["batch_size"]
+    for name, model in models.items():
+        model.encode(inputs["embed"][:8], batch_size=batch)  # warm-up
+        for depth, timing in inputs["timing"].items():
+            latencies = []
+            for query, docs in timing:
+                started = time.perf_counter()
+                q = model.encode([query], normalize_embeddings=True)[0]
+                _ = model.encode(docs, normalize_embeddings=True, batch_size=batch) @ q
+                latencies.append(time.perf_counter() - started)
+            rows[f"{name}|{depth}"] = {"latencies": latencies}
+        best = min(_timed(lambda m=model: m.encode(inputs["embed"], batch_size=batch)) for _ in range(2))
+        rates[name] = len(inputs["embed"]) / best
+    Path(out_path).write_text(json.dumps({"rows": rows, "embed_rates": rates}))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _timed(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    if sys.argv[4:5] == ["first_stage"]:
+        first_stage(*sys.argv[1:4])
+    else:
+        main(*sys.argv[1:4])
