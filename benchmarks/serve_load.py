@@ -7,6 +7,7 @@ and the server process's resident memory before and at its peak (VmHWM). Bounded
 requests, a timeout on each, loopback only.
 
     .venv/bin/python benchmarks/serve_load.py MODEL_DIR [--clients 32 --requests 2000 --variant int8]
+    .venv/bin/python benchmarks/serve_load.py MODEL_DIR --vector-cache-mb 1   # a first stage, its memo at its cap
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def memory_kb(pid: int) -> dict[str, int]:
     return fields
 
 
-def start_server(model_dir: Path, variant: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, variant: str | None, config: Path | None = None) -> tuple[subprocess.Popen, str]:
     import socket
 
     with socket.socket() as probe:
@@ -67,6 +68,7 @@ def start_server(model_dir: Path, variant: str | None) -> tuple[subprocess.Popen
         port = probe.getsockname()[1]
     args = [sys.executable, "-m", "rerankforge.cli.main", "serve", str(model_dir), "--port", str(port)]
     args += ["--variant", variant] if variant else []
+    args += ["--config", str(config)] if config else []
     server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -88,10 +90,23 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=200, help="Distinct requests; each is sent several times.")
     parser.add_argument("--docs", type=int, default=10, help="Documents per request.")
     parser.add_argument("--variant", default=None, help="fp32, int8 or int8_static (default: the export's choice).")
+    parser.add_argument(
+        "--vector-cache-mb",
+        type=float,
+        default=None,
+        help="The memo's cap (serve.vector_cache_mb); below the "
+        "distinct documents' vectors (about 1.5 kB each for MiniLM) it evicts all through the load.",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     distinct = make_requests(args.distinct, args.docs)
-    server, base = start_server(args.model_dir, args.variant)
+    config = None
+    if args.vector_cache_mb is not None:
+        import tempfile
+
+        config = Path(tempfile.mkdtemp()) / "serve.toml"
+        config.write_text(f"[serve]\nvector_cache_mb = {args.vector_cache_mb}\n")
+    server, base = start_server(args.model_dir, args.variant, config)
     url = f"{base}/v2/rerank"
     try:
         with httpx.Client(timeout=120) as client:
@@ -134,6 +149,10 @@ def main() -> None:
         threads = [threading.Thread(target=worker) for _ in range(args.clients)]
         for thread in threads:
             thread.start()
+        samples: list[tuple[int, int]] = []  # (requests answered, resident kB) while the load runs
+        while any(thread.is_alive() for thread in threads):
+            samples.append((len(latencies), memory_kb(server.pid)["VmRSS"]))
+            time.sleep(0.5)
         for thread in threads:
             thread.join()
         seconds = time.perf_counter() - started
@@ -162,6 +181,14 @@ def main() -> None:
         f"server memory: {before['VmRSS'] / 1024:.0f} MB resident before the load, "
         f"{after['VmRSS'] / 1024:.0f} MB after, peak {after['VmHWM'] / 1024:.0f} MB"
     )
+    if samples:
+        quarter = [samples[min(len(samples) - 1, i * len(samples) // 4)] for i in range(1, 5)]
+        print("resident memory during the load (answered: MB): "
+              + ", ".join(f"{done}: {kb / 1024:.0f}" for done, kb in quarter))  # fmt: skip
+    memo = {line.split()[0]: line.split()[-1] for line in metrics.splitlines()
+            if line.startswith("rerankforge_vector_cache")}  # fmt: skip
+    if memo:
+        print("vector memo:", ", ".join(f"{k.removeprefix('rerankforge_vector_cache_')} {v}" for k, v in memo.items()))
     if errors:
         print("first errors:", errors[:3])
     sys.exit(1 if errors or mismatches else 0)
