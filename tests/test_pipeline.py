@@ -199,6 +199,32 @@ def test_wasserstein_loss_trains_on_the_same_graded_data(built, example_docs: Pa
     assert train["loss_last"] < train["loss_first"]
 
 
+def test_another_backbone_with_the_same_tokenizer_reruns_only_training_and_after(
+    built, example_docs: Path, tmp_path: Path, onnx_model_dir: Path
+) -> None:
+    """A saved reranker (standing in for a hub id such as cross-encoder/ms-marco-MiniLM-L6-v2) whose tokenizer is
+    the default backbone's: the chunks would be the same, so parse, queries, mine and grade are reused."""
+    _, _, run_dir = built
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(".lock"))
+    llm = FakeLLM()
+    train = {"epochs": 1, "max_length": 128, "batch_size": 4, "cross_encoder": True, "backbone": str(onnx_model_dir)}
+    result = build(_config(example_docs, copy, train=train), llm=llm)
+    status = {s.name: s.status for s in result.stages}
+    assert status == {
+        "parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "skipped",
+        "train": "ran", "evaluate": "ran", "export": "ran",
+    }, status  # fmt: skip
+    assert llm.calls == 0
+    # a window that changes the chunk limit does change the chunks' key
+    from rerankforge.stages.parse import chunking_key
+
+    assert (
+        chunking_key(_config(example_docs, copy, train={**train, "max_length": 112}))["max_tokens"]
+        < (chunking_key(_config(example_docs, copy, train=train))["max_tokens"])
+    )
+
+
 @pytest.mark.parametrize("flags", [[], ["--onnx"], ["--onnx", "--int8"]])
 def test_eval_command_rescores_a_finished_build(built, flags: list[str]) -> None:
     from typer.testing import CliRunner

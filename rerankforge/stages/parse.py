@@ -51,7 +51,18 @@ def cache_inputs(cfg: BuildConfig) -> dict[str, Any]:
         except OSError as exc:  # unreadable or vanished: parse reports it; the key still notices
             files[relative] = f"unreadable: {type(exc).__name__}"
     files.update({s.path: f"skipped: {s.kind}" for s in found.skipped})
-    return {"files": files, "backbone": cfg.train.backbone, "max_length": cfg.train.max_length}
+    return {"files": files, "chunking": chunking_key(cfg)}
+
+
+def chunking_key(cfg: BuildConfig) -> dict[str, Any]:
+    """What the backbone gives the chunks: its tokenizer's content and the chunk limit in its tokens, not its name,
+    so another backbone with the same tokenizer (a pretrained reranker of the same family) reuses every chunk, and
+    with them the queries, candidates and grades built on them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        limit = token_limit(cfg, Path(folder))
+    return {"tokenizer": limit.tokenizer_sha256, "max_tokens": limit.max_tokens}
 
 
 def run(ctx: StageContext) -> StageResult:
