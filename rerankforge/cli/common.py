@@ -105,7 +105,11 @@ def stage_detail(name: str, s: dict[str, Any]) -> str:
         return f"{s.get('dev_queries')} held-out queries; serves the {served}"
     if name == "export" and "cross_encoder" in s:
         first = s.get("first_stage") or {}
-        return f"the first stage only ({first.get('model')}); max |onnx - torch| {first.get('max_abs_diff', 0):.1e}"
+        variant = first.get("recommended_variant", "fp32")
+        return (
+            f"the first stage only ({first.get('model')}), served as {variant}; "
+            f"max |onnx - torch| {first.get('max_abs_diff', 0):.1e}"
+        )
     if name == "export":
         diffs = ", ".join(f"{k[13:]} {v:.1e}" for k, v in s.items() if k.startswith("max_abs_diff_"))
         served = f"; serving {s['recommended_variant']}" if "recommended_variant" in s else ""
