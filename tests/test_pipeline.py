@@ -209,7 +209,8 @@ def test_another_backbone_with_the_same_tokenizer_reruns_only_training_and_after
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns(".lock"))
     llm = FakeLLM()
     train = {"epochs": 1, "max_length": 128, "batch_size": 4, "cross_encoder": True, "backbone": str(onnx_model_dir)}
-    result = build(_config(example_docs, copy, train=train), llm=llm)
+    export = {"openvino": False, "static_int8": False, "first_stage_variants": []}  # the export is not under test
+    result = build(_config(example_docs, copy, train=train, export=export), llm=llm)
     status = {s.name: s.status for s in result.stages}
     assert status == {
         "parse": "skipped", "queries": "skipped", "mine": "skipped", "grade": "skipped",
