@@ -183,7 +183,7 @@ def test_a_build_without_a_cross_encoder_serves_its_first_stage_and_drops_the_ol
         )
     with pytest.raises(InputError, match="holds no cross-encoder"):
         Reranker(model_dir, cross_encoder_only=True)
-    assert load_scorer(model_dir).kind == "onnx first_stage"
+    assert load_scorer(model_dir).kind == "onnx first_stage:fp32"
     with pytest.raises(InputError, match="no cross-encoder to load with torch"):
         load_scorer(model_dir, onnx=False)
     out = CliRunner().invoke(app, ["eval", str(run_dir)], env={"COLUMNS": "200"})
@@ -326,10 +326,16 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
         queries={"max_queries": 200, "per_chunk": 1, "round_trip_top_k": 0},
         parse={"workers": 1, "combine_under_n_characters": 0},
         train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1},
-        export={"first_stage_variants": []},
     )
-    evaluate = build(cfg, llm=CodedLLM()).summary("evaluate")  # fmt: skip
+    result = build(cfg, llm=CodedLLM())
+    evaluate = result.summary("evaluate")
     assert evaluate["scorer"]["first_stage"] == "tuned" and evaluate["better"] is True, evaluate["verdict"]
+    # a tuned first stage is served in its fastest variant within 1 nDCG point of fp32 (export.first_stage_variants)
+    variants = result.summary("export")["first_stage"]
+    stats, served = variants["variants"], variants["recommended_variant"]
+    assert len(stats) >= 2 and stats[served]["ndcg_loss"] <= 0.01 and "fp32_kept" not in variants
+    assert all(row["docs_per_s"] <= stats[served]["docs_per_s"] for row in stats.values() if row["ndcg_loss"] <= 0.01)
+    assert json.loads((run / "model" / "rerankforge.json").read_text())["scorer"]["first_stage_variant"] == served
 
     chunks = list(read_jsonl(run / "parse" / "chunks.jsonl", Chunk))
     texts = [c.text for c in chunks]

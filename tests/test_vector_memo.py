@@ -142,9 +142,10 @@ def test_metrics_report_the_memos_hits_misses_and_bytes(default_build) -> None:
 def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
     default_build, tmp_path: Path, example_docs: Path
 ) -> None:
-    """The export writes the first stage's int8 and OpenVINO forms beside fp32, measures each on the held-out
-    queries, and the folder serves the fastest within 1 nDCG point; the chunk vectors are that variant's, and a
-    variant whose vectors depend on their batch-mates embeds one text at a time, so the memo stays exact."""
+    """The export writes the first stage's int8 and OpenVINO forms beside fp32 and measures each on the held-out
+    queries; a scorer that is the untuned first stage alone keeps fp32 (its order must be exactly dense's; the
+    teaching build's test checks the fastest-within-a-point rule on a tuned one). A variant whose vectors depend
+    on their batch-mates embeds one text at a time, so the memo stays exact; the chunk vectors are fp32's."""
     import json
     import shutil
 
@@ -166,8 +167,7 @@ def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
     stats, served = summary["variants"], summary["recommended_variant"]
     expected = {"fp32", *config.export.first_stage_variants} - set(summary.get("variants_skipped", []))
     assert set(stats) == expected and len(stats) >= 3  # fp32, int8 and OpenVINO's where it is installed
-    assert stats["fp32"]["ndcg_loss"] == 0.0 and stats[served]["ndcg_loss"] <= 0.01
-    assert all(row["docs_per_s"] <= stats[served]["docs_per_s"] for row in stats.values() if row["ndcg_loss"] <= 0.01)
+    assert stats["fp32"]["ndcg_loss"] == 0.0 and served == "fp32" and "fp32_kept" in summary
     model_dir = run_dir / "model"
     meta = json.loads((model_dir / "rerankforge.json").read_text())
     assert meta["scorer"]["first_stage_variant"] == served
@@ -178,7 +178,8 @@ def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
     reranker, fp32 = Reranker(model_dir), Reranker(model_dir, variant="fp32", vector_cache_mb=0)
     assert reranker.first_stage.variant == served and reranker.variant == f"first_stage:{served}"
     assert reranker.first_stage.preloaded == len(texts)  # the chunk vectors are the served variant's
-    assert Reranker(model_dir, variant="fp32").first_stage.preloaded == 0  # and not fp32's: another fingerprint
+    other = next(name for name in stats if name != "fp32")
+    assert Reranker(model_dir, variant=other).first_stage.preloaded == 0  # not another variant's: its own fingerprint
     logits = reranker.logits("dock breaker", texts[:6])
     assert reranker.vector_cache.stats()["misses"] == 0
     plain = Reranker(model_dir, vector_cache_mb=0)

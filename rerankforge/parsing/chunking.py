@@ -8,6 +8,7 @@ the limit, which the cross-encoder would truncate, is split at sentence or word 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,10 +36,11 @@ def load_tokenizer(tokenizer_file: str, tokenizer_sha256: str) -> Any:
     return Tokenizer.from_file(tokenizer_file)
 
 
-def token_limit(cfg: BuildConfig, folder: Path) -> TokenLimit:
+def token_limit(cfg: BuildConfig, folder: Path | None) -> TokenLimit:
     """Resolve ``train.backbone``'s tokenizer (offline), save it to ``folder`` for the workers, derive the limit.
 
-    The saved copy neither truncates nor pads, whatever the model's own tokenizer.json says.
+    The saved copy neither truncates nor pads, whatever the model's own tokenizer.json says. With ``folder``
+    None nothing is saved and the hash is of the tokenizer's JSON text.
     """
     from transformers import AutoTokenizer
 
@@ -61,10 +63,12 @@ def token_limit(cfg: BuildConfig, folder: Path) -> TokenLimit:
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
+    limit = cfg.parse.token_limit(cfg.train.max_length, pair_specials)
+    if folder is None:  # only what the chunks depend on, nothing written (a stage key)
+        return TokenLimit("", limit, hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest())
     folder.mkdir(parents=True, exist_ok=True)
     saved = folder / "tokenizer.json"
     backend.save(str(saved))
-    limit = cfg.parse.token_limit(cfg.train.max_length, pair_specials)
     return TokenLimit(str(saved), limit, file_sha256(saved))
 
 

@@ -393,6 +393,11 @@ def _export_first_stage(ctx: StageContext, model_dir: Path, chosen: dict[str, An
         parity = _untuned_first_stage(name, target, ctx.config.export.opset)
     variants = first_stage_variants(ctx, target)
     served = variants["recommended_variant"]
+    if chosen["first_stage"] != "tuned" and not chosen.get("cross_encoder_weight"):
+        # the scorer is the dense first stage itself: its order must be exactly the retriever's, which a
+        # quantized variant's rounding can swap, so fp32 is served (the variants stay measured and on disk)
+        served = variants["recommended_variant"] = "fp32"
+        variants["fp32_kept"] = "the scorer is the untuned first stage alone: its order must be exactly dense's"
     scorer = {**chosen, "first_stage": FIRST_STAGE_DIR, "first_stage_tuned": chosen["first_stage"] == "tuned",
               "first_stage_model": name, "first_stage_variant": served}  # fmt: skip
     summary = {"model": name, **parity, **variants}

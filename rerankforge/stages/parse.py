@@ -58,10 +58,7 @@ def chunking_key(cfg: BuildConfig) -> dict[str, Any]:
     """What the backbone gives the chunks: its tokenizer's content and the chunk limit in its tokens, not its name,
     so another backbone with the same tokenizer (a pretrained reranker of the same family) reuses every chunk, and
     with them the queries, candidates and grades built on them."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        limit = token_limit(cfg, Path(folder))
+    limit = token_limit(cfg, None)
     return {"tokenizer": limit.tokenizer_sha256, "max_tokens": limit.max_tokens}
 
 
