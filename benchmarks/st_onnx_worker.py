@@ -70,7 +70,7 @@ def first_stage(inputs_path: str, model_dir: str, out_path: str) -> None:
     rows, rates = {}, {}
     batch = inputs["batch_size"]
     for name, model in models.items():
-        model.encode(inputs["embed"][:8], batch_size=batch)  # warm-up
+        model.encode(inputs.get("warm", inputs["embed"][:8]), batch_size=batch)  # warm-up: inputs of every length
         for depth, timing in inputs["timing"].items():
             latencies = []
             for query, docs in timing:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rerankforge.serve.embedder import VectorMemo
+from rerankforge.serve.embedder import VectorMemo, padded_batches
 
 DOCS = [
     "The charging dock needs a dedicated 32 A breaker.",
@@ -33,6 +33,26 @@ def test_the_memo_keeps_the_most_recently_used_within_its_cap() -> None:
     assert memo.stats() == {"hits": 4, "misses": 1, "bytes": 48, "entries": 3, "evictions": 1, "max_bytes": 48}
     np.testing.assert_array_equal(found[3], _vectors(1)[0])
     assert memo.lookup([("other model", "d0")]) == [None]  # the model's fingerprint is part of the key
+
+
+class _Encoding:
+    def __init__(self, n: int) -> None:
+        self.ids, self.attention_mask, self.type_ids = [7] * n, [1] * n, [0] * n
+
+
+def test_inputs_padded_to_a_width_step_are_batched_only_with_inputs_of_their_width() -> None:
+    lengths = [3, 40, 31, 33, 64, 5, 65]
+    seen = []
+    for idx, feed in padded_batches([_Encoding(n) for n in lengths], 3, 0, {"input_ids", "attention_mask"}, 32):
+        width = feed["input_ids"].shape[1]
+        assert width % 32 == 0 and all(lengths[i] <= width < lengths[i] + 32 for i in idx)
+        assert feed["attention_mask"].sum(axis=1).tolist() == [lengths[i] for i in idx]  # padding is masked
+        assert len(idx) <= 3
+        seen += idx.tolist()
+    assert sorted(seen) == list(range(len(lengths)))
+    encodings = [_Encoding(n) for n in lengths]
+    plain = [feed["input_ids"].shape for _, feed in padded_batches(encodings, 3, 0, {"input_ids"})]
+    assert plain == [(3, 31), (3, 64), (1, 65)]  # without a step: each batch padded to its own longest
 
 
 def test_threads_sharing_the_memo_never_pass_its_cap_and_count_every_lookup() -> None:
@@ -189,4 +209,6 @@ def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
         cosines = np.sum(variant.embed(texts[:8]) * fp32.first_stage.embed(texts[:8]), axis=1)
         assert cosines.min() > 0.95, (name, cosines)
         if not VARIANTS[name].batch_invariant:  # alone or among others: the same vector, bit for bit
-            np.testing.assert_array_equal(variant.embed(texts[:1]), variant.embed(texts[:8])[:1])
+            together = variant.embed(texts[:8])
+            np.testing.assert_array_equal(np.stack([variant.embed([t])[0] for t in texts[:8]]), together)
+            np.testing.assert_array_equal(variant.embed(texts[7::-1]), together[::-1])

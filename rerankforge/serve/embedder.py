@@ -33,17 +33,27 @@ logger = logging.getLogger(__name__)
 EMBEDDER_FILE = "onnx/model.onnx"
 EMBEDDER_METADATA = "rerankforge_embedder.json"  # max length, prompts, pad id: what the runtime needs
 CHUNK_VECTORS = "chunk_vectors.npz"  # the build's own chunks' vectors, keyed by their text's sha256
+WIDTH_STEP = 32  # OpenVINO variants pad every input to a multiple of this many tokens
 
 
 def padded_batches(
-    encodings: Sequence[Any], batch_size: int, pad_id: int, input_names: set[str]
+    encodings: Sequence[Any], batch_size: int, pad_id: int, input_names: set[str], width_step: int = 1
 ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """(indices, model inputs) per batch: encodings sorted by length, each batch padded to its own longest."""
+    """(indices, model inputs) per batch: encodings sorted by length, each batch padded to its own longest.
+
+    With ``width_step`` > 1 every input is padded to the next multiple of it and a batch holds inputs of one width:
+    an engine then sees few shapes, and a text's padded input is the same whoever its batch-mates are."""
     lengths = np.array([len(e.ids) for e in encodings])
+    widths = -(-lengths // width_step) * width_step
     order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = int(lengths[idx].max())
+    start = 0
+    while start < len(order):
+        end = min(start + batch_size, len(order))
+        if width_step > 1:  # cut the batch where the width changes
+            end = start + int(np.sum(widths[order[start:end]] == widths[order[start]]))
+        idx = order[start:end]
+        start = end
+        width = int(lengths[idx].max()) if width_step == 1 else int(widths[idx[0]])
         ids = np.full((len(idx), width), pad_id, dtype=np.int64)
         mask = np.zeros((len(idx), width), dtype=np.int64)
         types = np.zeros((len(idx), width), dtype=np.int64)
@@ -83,6 +93,8 @@ def _fingerprint(meta_path: Path, folder: Path, variant: str = "fp32") -> str:
         parts.append(file_sha256(weights))
     if variant != "fp32":  # the fp32 key of earlier exports stays as it was
         parts.append(variant)
+    if spec.engine == "openvino":  # padded inputs: vectors differ from an unpadded pass in their last bits
+        parts.append(f"width{WIDTH_STEP}")
     return text_sha256("".join(parts))[:16]
 
 
@@ -195,14 +207,33 @@ class OnnxEmbedder:
         except ImportError as exc:
             raise MissingDependencyError(spec.engine, "serve", "Serving a first stage") from exc
         self.variant = variant
-        # a variant whose vectors depend on their batch-mates embeds one text per pass: a text's vector is then
-        # a function of the text alone, so the memo's vectors are the ones it would compute
-        self.batch_size = batch_size if spec.batch_invariant else 1
         self.input_names = self._engine.input_names
+        # A text's vector must be a function of the text alone, so that the memo's vectors are the ones a pass
+        # would compute. OpenVINO's kernels depend on the input's shape, not on the other rows: each input is
+        # padded to a multiple of WIDTH_STEP tokens and batched with inputs of its width, where this machine's
+        # engine gives a row the same vector alone or among others (checked here). Otherwise one text per pass.
+        self.width_step = 1
+        self.batch_size = batch_size if spec.batch_invariant else 1
+        if not spec.batch_invariant and spec.engine == "openvino" and self.max_length % WIDTH_STEP == 0:
+            self.width_step, self.batch_size = WIDTH_STEP, batch_size
+            if batch_size > 1 and not self._rows_independent():
+                logger.info("%s: OpenVINO's rows depend on their batch-mates here; one text per pass", folder)
+                self.batch_size = 1
         self.precision = self._engine.precision
         self.cache = cache
         self.fingerprint = _fingerprint(meta_path, self.folder, variant) if cache is not None else ""  # memo keys
         self.preloaded = self._preload() if cache is not None else 0
+
+    def _rows_independent(self) -> bool:
+        """Whether texts of one padded width get the same vectors alone as in a batch (also a first warm-up)."""
+        texts = ["alpha beta gamma", "delta epsilon", "zeta eta theta iota"]
+        together = self.embed(texts)
+        size, self.batch_size = self.batch_size, 1
+        try:
+            alone = self.embed(texts)
+        finally:
+            self.batch_size = size
+        return bool(np.array_equal(together, alone))
 
     def _preload(self) -> int:
         """Fill the memo from the build's ``chunk_vectors.npz`` (as many as fit); how many were loaded."""
@@ -224,7 +255,8 @@ class OnnxEmbedder:
         prompt = self.prompts.get(kind, "")
         encodings = self.tokenizer.encode_batch([prompt + t for t in texts])
         out: np.ndarray | None = None
-        for idx, feed in padded_batches(encodings, self.batch_size, self.pad_id, self.input_names):
+        batches = padded_batches(encodings, self.batch_size, self.pad_id, self.input_names, self.width_step)
+        for idx, feed in batches:
             vectors = self._engine.run(feed)
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)

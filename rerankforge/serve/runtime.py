@@ -251,7 +251,7 @@ class Reranker:
         self.onnx_path = embedder.folder / spec.path
         self.variant = f"first_stage:{embedder.variant}"
         self.engine = spec.engine
-        self.batch_invariant = spec.batch_invariant
+        self.batch_invariant = True  # the embedder's vectors depend on their text alone, in every variant
         self.max_length = embedder.max_length
         self.pad_id = embedder.pad_id
         self.tokenizer = embedder.tokenizer
