@@ -411,7 +411,7 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", default=[], help="NAME:LR:EPOCHS[:SHARE[:NEGATIVES[:STYLES[:TITLED]]]]")
     parser.add_argument("--oracle", type=int, nargs="*", default=[], help="real training questions (oracle rows)")
     parser.add_argument("--skip-build-rows", action="store_true", help="only the recipes and oracle rows")
-    parser.add_argument("--second-round", nargs="*", default=[], help="recipes to tune again on re-mined negatives")
+    parser.add_argument("--second-round", nargs="*", default=[], help="recipes (or 'build') tuned again, re-mined")
     parser.add_argument("--skip-cross-encoder", action="store_true", help="no cross-encoder-alone row")
     parser.add_argument("--bf16", action="store_true", help="tuned bi-encoders embed in bf16 (about 2x faster)")
     parser.add_argument("--control", action="store_true", help="the untuned bi-encoder through the rows' own path")
@@ -453,9 +453,14 @@ def main() -> None:
         results.append(tuned_row(bench, name, rows, float(lr), float(epochs), share=fraction, negatives=negatives,
                                  styles=sorted(styles) if styles else "all", titled=with_titles))  # fmt: skip
     for name in args.second_round:  # after the recipe NAME: its model mines the negatives of a second tuning
-        first = next(r for r in args.recipes if r.split(":")[0] == name).split(":")
-        lr, epochs = float(first[1]), float(first[2])
-        rows = remined_triplets(args.run_dir, args.run_dir.parent / f"bench-bi-{name}", cfg, 3, args.bf16)
+        if name == "build":  # the build's own tuned first stage mines, and the build's settings tune again
+            lr, epochs = cfg["train"]["first_stage_learning_rate"], cfg["train"]["first_stage_epochs"]
+            first_model = args.run_dir / "train" / "first_stage"
+        else:
+            first = next(r for r in args.recipes if r.split(":")[0] == name).split(":")
+            lr, epochs = float(first[1]), float(first[2])
+            first_model = args.run_dir.parent / f"bench-bi-{name}"
+        rows = remined_triplets(args.run_dir, first_model, cfg, cfg["train"]["first_stage_negatives"], args.bf16)
         results.append(tuned_row(bench, f"{name}-round2", rows, lr, epochs, negatives="remined samefile3"))
     for n in args.oracle:
         results.append(tuned_row(bench, f"oracle-{n}-real", oracle_triplets(bench, n), 5e-5, 2.0))

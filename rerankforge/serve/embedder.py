@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 EMBEDDER_FILE = "onnx/model.onnx"
 EMBEDDER_METADATA = "rerankforge_embedder.json"  # max length, prompts, pad id: what the runtime needs
 CHUNK_VECTORS = "chunk_vectors.npz"  # the build's own chunks' vectors, keyed by their text's sha256
-WIDTH_STEP = 32  # OpenVINO variants pad every input to a multiple of this many tokens
+WIDTH_STEP = 64  # OpenVINO variants pad every input to a multiple of this many tokens (4 widths at 256)
 
 
 def padded_batches(
