@@ -212,3 +212,11 @@ def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
             together = variant.embed(texts[:8])
             np.testing.assert_array_equal(np.stack([variant.embed([t])[0] for t in texts[:8]]), together)
             np.testing.assert_array_equal(variant.embed(texts[7::-1]), together[::-1])
+        if variant.width_step > 1:  # a request's query rides in its documents' passes, with its vector alone
+            query, docs = variant.embed(["dock breaker"], "query")[0], variant.embed(texts[:8])
+            run, passes = variant._engine.run, []
+            variant._engine.run = lambda feed, run=run: passes.append(feed["input_ids"].shape) or run(feed)
+            cosines = variant.cosine_pairs([("dock breaker", t) for t in texts[:8]])
+            np.testing.assert_array_equal(cosines, np.array([float(query @ d) for d in docs], dtype=np.float32))
+            widths = {-(-len(e.ids) // variant.width_step) for e in variant.tokenizer.encode_batch(texts[:8])}
+            assert len(passes) == len(widths | {1}), passes  # one pass per width, none for the query alone

@@ -253,7 +253,10 @@ class OnnxEmbedder:
     def embed(self, texts: Sequence[str], kind: str = "document") -> np.ndarray:
         """Unit vectors of ``texts`` (``kind`` "query" or "document" picks the model's own prompt, if any)."""
         prompt = self.prompts.get(kind, "")
-        encodings = self.tokenizer.encode_batch([prompt + t for t in texts])
+        return self._embed_prompted([prompt + t for t in texts])
+
+    def _embed_prompted(self, texts: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(texts))
         out: np.ndarray | None = None
         batches = padded_batches(encodings, self.batch_size, self.pad_id, self.input_names, self.width_step)
         for idx, feed in batches:
@@ -283,18 +286,32 @@ class OnnxEmbedder:
 
     def document_vectors(self, docs: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``docs``: from the memo where it has them, the rest embedded (and kept there)."""
-        if self.cache is None:
-            return self.embed(docs, "document")
-        keys = [(self.fingerprint, text_key(d)) for d in docs]
-        found = self.cache.lookup(keys)
-        key_of = dict(zip(docs, keys, strict=True))
+        return self._documents_and_queries(docs, [])[0]
+
+    def _documents_and_queries(self, docs: Sequence[str], queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of ``docs`` (through the memo) and of ``queries``. Where a row's vector depends only on its
+        padded width (the OpenVINO forms here), the queries ride in the same passes as the new documents: a
+        request of 20 documents makes one pass per width instead of one more for its query."""
+        together = bool(queries) and self.width_step > 1 and self.batch_size > 1
+        q_vectors = np.empty((0, 0), dtype=np.float32)
+        if queries and not together:
+            q_vectors = self.embed(queries, "query")
+        keys = [(self.fingerprint, text_key(d)) for d in docs] if self.cache is not None else []
+        found = self.cache.lookup(keys) if self.cache is not None else [None] * len(docs)
         missing = list(dict.fromkeys(d for d, v in zip(docs, found, strict=True) if v is None))
-        if missing:
-            fresh = self.embed(missing, "document")
-            self.cache.store([key_of[d] for d in missing], fresh)
+        if missing or together:
+            doc_prompt, query_prompt = self.prompts.get("document", ""), self.prompts.get("query", "")
+            asked = [doc_prompt + d for d in missing] + ([query_prompt + q for q in queries] if together else [])
+            fresh = self._embed_prompted(asked)
+            if together:
+                fresh, q_vectors = fresh[: len(missing)], fresh[len(missing) :]
+            if self.cache is not None:
+                key_of = dict(zip(docs, keys, strict=True))
+                self.cache.store([key_of[d] for d in missing], fresh)
             computed = dict(zip(missing, fresh, strict=True))
             found = [computed[d] if v is None else v for d, v in zip(docs, found, strict=True)]
-        return np.stack(found) if found else np.empty((0, 0), dtype=np.float32)
+        d_vectors = np.stack(found) if found else np.empty((0, 0), dtype=np.float32)
+        return d_vectors, q_vectors
 
     def cosine_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Cosine of each (query, document) pair; each distinct text is embedded once (a document not at all
@@ -303,6 +320,7 @@ class OnnxEmbedder:
             return np.empty(0, dtype=np.float32)
         queries = list(dict.fromkeys(q for q, _ in pairs))
         docs = list(dict.fromkeys(d for _, d in pairs))
-        q_vectors = dict(zip(queries, self.embed(queries, "query"), strict=True))
-        d_vectors = dict(zip(docs, self.document_vectors(docs), strict=True))
+        d_found, q_found = self._documents_and_queries(docs, queries)
+        q_vectors = dict(zip(queries, q_found, strict=True))
+        d_vectors = dict(zip(docs, d_found, strict=True))
         return np.array([float(q_vectors[q] @ d_vectors[d]) for q, d in pairs], dtype=np.float32)
