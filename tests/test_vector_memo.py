@@ -215,7 +215,7 @@ def test_the_first_stage_is_served_in_its_fastest_variant_within_one_ndcg_point(
         if variant.width_step > 1:  # a request's query rides in its documents' passes, with its vector alone
             query, docs = variant.embed(["dock breaker"], "query")[0], variant.embed(texts[:8])
             run, passes = variant._engine.run, []
-            variant._engine.run = lambda feed, run=run, passes=passes: passes.append(feed["input_ids"].shape) or run(feed)
+            variant._engine.run = lambda feed, run=run, seen=passes: seen.append(feed["input_ids"].shape) or run(feed)
             cosines = variant.cosine_pairs([("dock breaker", t) for t in texts[:8]])
             np.testing.assert_array_equal(cosines, np.array([float(query @ d) for d in docs], dtype=np.float32))
             widths = {-(-len(e.ids) // variant.width_step) for e in variant.tokenizer.encode_batch(texts[:8])}
