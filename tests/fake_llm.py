@@ -144,3 +144,30 @@ class CodedLLM(FakeLLM):
         user = next(m["content"] for m in reversed(messages) if "<passage>" in m["content"])
         passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
         return LLMReply(json.dumps({"queries": [coded_query(passage)]}), prompt_tokens=len(user) // 4, output_tokens=8)
+
+
+class LenientCodedLLM(CodedLLM):
+    """``CodedLLM``'s queries, graded by a lenient grader: every passage about the query's service is relevant
+    (grade 3), whatever aspect it covers. A cross-encoder tuned on these grades learns to match the service's name
+    and unlearns which section a code word asks for: tuning that hurts."""
+
+    def _chat(self, messages: list[Message], schema: dict[str, Any], max_tokens: int, **request: Any) -> LLMReply:
+        if "grade" not in schema["properties"]:
+            return super()._chat(messages, schema, max_tokens, **request)
+        user = next(m["content"] for m in reversed(messages) if "<passage>" in m["content"])
+        passage = _PASSAGE.search(user).group(1)  # type: ignore[union-attr]
+        service = _QUERY.findall(user)[-1].rsplit(" ", 1)[-1]
+        grade = 3 if f"The {service} service" in passage else 0
+        return LLMReply(json.dumps({"grade": grade}), prompt_tokens=len(user) // 4, output_tokens=5)
+
+
+def coded_training_pairs(folder: Path) -> list[tuple[str, str, float]]:
+    """(coded query, passage, label) of ``write_coded_corpus``'s files in ``folder``: each section is the answer to
+    its own code word (1) and not to the service's other codes (0), as a hub's reranker would have been taught."""
+    pairs = []
+    for path in sorted(folder.glob("*.md")):
+        sections = [s.strip() for s in path.read_text(encoding="utf-8").split("## ")[1:]]
+        for section in sections:
+            query = coded_query(section.replace("\n\n", "\n", 1))
+            pairs += [(query, other.replace("\n\n", "\n", 1), float(other == section)) for other in sections]
+    return pairs

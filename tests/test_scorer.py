@@ -72,6 +72,42 @@ def test_a_gain_on_too_few_queries_is_not_enough() -> None:
     assert choice["learned"] is False and choice["scorer"]["first_stage"] == "untuned"
 
 
+def test_the_brought_reranker_is_the_floor_that_tuning_must_beat() -> None:
+    """A user who brings a reranker would serve it anyway: where it beats the first stage it is the floor, and a
+    tuned cross-encoder is served alone only when it beats that floor, not merely the first stage."""
+    rng = np.random.default_rng(3)
+
+    def finds(lists: list[DevList], miss_every: int) -> list[np.ndarray]:  # the source first, but on some queries
+        out = []
+        for i, d in enumerate(lists):
+            scores = rng.normal(0, 1, 10)
+            scores[d.grades.index(1)] = 6.0 if i % miss_every else -6.0
+            out.append(scores)
+        return out
+
+    lists = _lists(40, tuned_rank=None, ce="noise")
+    for d, scores in zip(lists, finds(lists, 100), strict=True):
+        d.brought = scores
+    hurt = choose_scorer(lists, k=10, p_value=0.05)  # tuning made noise of a reranker that knew
+    assert hurt["scorer"]["cross_encoder_alone"] == "brought" and hurt["scorer"]["first_stage_weight"] == 0.0
+    assert hurt["systems"]["brought reranker alone"] > hurt["systems"]["cross-encoder alone"]
+    assert hurt["learned"] and hurt["gain_ndcg"] > 0.2
+    for d, scores in zip(lists, finds(lists, 100), strict=True):  # tuning kept what the reranker knew, and more
+        d.cross_encoder = scores
+    for d, scores in zip(lists, finds(lists, 4), strict=True):  # the reranker as it came misses a quarter
+        d.brought = scores
+    helped = choose_scorer(lists, k=10, p_value=0.05)
+    systems = helped["systems"]
+    assert systems["first stage"] < systems["brought reranker alone"] < systems["cross-encoder alone"], systems
+    # the tuned cross-encoder is served (alone or over the first stage), not the floor
+    assert helped["scorer"].get("cross_encoder_alone") != "brought" and helped["scorer"]["cross_encoder_weight"] > 0
+    for d in lists:  # a brought reranker no better than the first stage is not the floor
+        d.brought, d.cross_encoder = rng.normal(0, 1, 10), rng.normal(0, 1, 10)
+    neither = choose_scorer(lists, k=10, p_value=0.05)
+    assert neither["scorer"]["cross_encoder_weight"] == 0.0 and not neither["learned"]
+    assert "cross_encoder_alone" not in neither["scorer"]
+
+
 def _dense_top(bi_encoder: object, chunks: dict[str, str], query: str, k: int) -> list[str]:
     ids = list(chunks)
     vectors = bi_encoder.encode([chunks[i] for i in ids], normalize_embeddings=True)  # type: ignore[attr-defined]
@@ -379,3 +415,79 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
     assert labelled["p_values"]["tuned"]["ndcg@10"] < 0.05
     assert labelled["means"]["tuned"]["recall@20"] >= labelled["means"]["untuned"]["recall@20"]
     assert retrieval["tuned"] == "served by the model folder"
+
+
+def _hub_reranker(folder: Path, docs: Path, minilm_path: str) -> Path:
+    """A reranker trained as a model hub trains one: on labelled questions of documents no build here sees
+    (``write_coded_corpus``'s other services), saved as a sentence-transformers CrossEncoder folder."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from tests.fake_llm import coded_training_pairs, write_coded_corpus
+
+    write_coded_corpus(docs, files=8, seed=99)
+    rows = [{"query": q, "passage": p, "label": y} for q, p, y in coded_training_pairs(docs)]
+    torch.manual_seed(0)
+    model = CrossEncoder(minilm_path, num_labels=1, max_length=96, device="cpu")
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(folder.with_name("hub-checkpoints")), num_train_epochs=4, per_device_train_batch_size=16,
+        learning_rate=1e-4, warmup_ratio=0.1, seed=0, save_strategy="no", report_to=[], use_cpu=True,
+        disable_tqdm=True,
+    )  # fmt: skip
+    CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows).shuffle(seed=0),
+                        loss=BinaryCrossEntropyLoss(model)).train()  # fmt: skip
+    model.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.mark.slow  # a reranker trained for the test, then a build that tunes it (parsing, tuning, export)
+def test_the_floor_serves_the_brought_reranker_as_it_came_when_tuning_hurts(tmp_path: Path, minilm_path: str) -> None:
+    """A user brings a pretrained reranker (``--backbone``). A lenient grader calls every passage about a query's
+    service relevant, so tuning on its grades unlearns what the reranker knew (which section a code word asks
+    for). The floor is then the reranker as it came: the model folder holds its own weights, the server ranks as it
+    does, and the build says why."""
+    from fastapi.testclient import TestClient
+    from sentence_transformers import CrossEncoder
+
+    from rerankforge import build, load_config
+    from rerankforge.artifacts import Chunk, read_jsonl
+    from rerankforge.serve.app import create_app
+    from tests.fake_llm import LenientCodedLLM, coded_query, write_coded_corpus
+
+    hub = _hub_reranker(tmp_path / "hub-reranker", tmp_path / "hub-docs", minilm_path)
+    write_coded_corpus(tmp_path / "docs", files=16)
+    run = tmp_path / "run"
+    cfg = load_config(
+        None, docs=str(tmp_path / "docs"), run_dir=str(run), time_budget="off",
+        queries={"max_queries": 200, "per_chunk": 1, "round_trip_top_k": 0},
+        parse={"workers": 1, "combine_under_n_characters": 0}, mine={"top_k": 6}, grade={"top_k": "all"},
+        train={"backbone": str(hub), "tune_first_stage": False, "epochs": 2, "max_length": 96},
+        export={"openvino": False, "static_int8": False, "first_stage_variants": []},
+    )  # fmt: skip
+    result = build(cfg, llm=LenientCodedLLM())
+    evaluate = result.summary("evaluate")
+    systems, scorer = evaluate["scorer_ndcg"], evaluate["scorer"]
+    assert systems["brought reranker alone"] > systems["first stage"] + 0.1, systems  # the hub's reranker knows
+    assert systems["cross-encoder alone"] < systems["brought reranker alone"], systems  # tuning hurt it
+    assert scorer["cross_encoder_alone"] == "brought" and scorer["first_stage_weight"] == 0.0, scorer
+    assert "the reranker it was given, untuned" in evaluate["verdict"]
+    model_dir = run / "model"
+    assert "as it came" in (model_dir / "README.md").read_text(encoding="utf-8")
+
+    # the folder is the brought reranker: a plain sentence-transformers load gives its scores
+    chunks = [c.text for c in read_jsonl(run / "parse" / "chunks.jsonl", Chunk)]
+    sections = [c for c in chunks if "The " in c and " service " in c][:12]
+    pairs = [(coded_query(c), c) for c in sections]
+    served_ce, original = CrossEncoder(str(model_dir), device="cpu"), CrossEncoder(str(hub), device="cpu")
+    np.testing.assert_allclose(served_ce.predict(pairs), original.predict(pairs), rtol=0, atol=1e-6)
+    # and /v2/rerank ranks as the brought reranker does
+    client = TestClient(create_app(model_dir))
+    for section in sections[:4]:
+        query = coded_query(section)
+        body = {"model": "m", "query": query, "documents": sections, "top_n": len(sections)}
+        served = [r["index"] for r in client.post("/v2/rerank", json=body).json()["results"]]
+        expected = list(np.argsort(-original.predict([(query, c) for c in sections]), kind="stable"))
+        assert served[0] == expected[0] and sections[served[0]] == section, (query, served, expected)

@@ -120,7 +120,7 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(fake_build, example_
     assert llm.calls == 0
     assert train["resumed_from_step"] > 0
     assert train["steps"] > train["resumed_from_step"]
-    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert (run_dir / "train" / "cross_encoder" / "model.safetensors").is_file()
     # the killed run's evaluations carry over into the resumed one, and the best of all of them is what it kept
     history = read_json(run_dir / "train" / "loss_history.json")
     evaluated = [h for h in history if "eval_dev_ndcg@10" in h]
@@ -159,7 +159,7 @@ def test_torchrun_trains_on_two_processes_and_rank_0_alone_writes(
         max(h["eval_dev_ndcg@10"] for h in read_json(run_dir / "train" / "loss_history.json")
             if "eval_dev_ndcg@10" in h), abs=1e-4
     )  # fmt: skip
-    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert (run_dir / "train" / "cross_encoder" / "model.safetensors").is_file()
     assert not (run_dir / "train" / "checkpoints").exists()
     assert (run_dir / "llm_cache.jsonl").read_bytes() == cache_before  # no rank asked the LLM
     assert "Another build is running" not in done.stderr  # the followers never took the run lock

@@ -1,16 +1,21 @@
-"""Which scorer a build serves: the first stage, the tuned first stage, and the cross-encoder as a residual.
+"""Which scorer a build serves: the first stage, the tuned first stage, the cross-encoder as a residual, and a
+cross-encoder alone (the one tuned here, or the reranker the user brought as the backbone, untuned).
 
 The served score is ``SCALE * cos(E(q), E(d)) + w * CE(q, d) + bias``, where ``E`` is the untuned or the
-tuned bi-encoder. Each part must earn its place on the held-out synthetic queries, judged by where their
-own source chunk lands among the untuned first stage's top candidates (source-chunk qrels: the query was
-written from that passage, so this needs no judgment of the LLM's grades):
+tuned bi-encoder, or ``CE(q, d)`` alone. Each part must earn its place on the held-out synthetic queries, judged
+by where their own source chunk lands among the untuned first stage's top candidates (source-chunk qrels: the
+query was written from that passage, so this needs no judgment of the LLM's grades):
 
 1. the tuned bi-encoder replaces the untuned one only when it ranks the source chunks significantly higher
    (paired one-sided t-test over the queries);
 2. the cross-encoder gets a weight above 0 only when the best weight is significantly better than none
    (at ``p / len(CE_RATIOS)``, as the best of several weights).
+3. The floor: the first stage, or the reranker the user brought, untuned, where it beats the first stage. A
+   user who brings a reranker would serve it anyway, so what tuning made must beat it, not only the first stage:
+   the choice of 1-2 and the tuned cross-encoder alone are served only when they beat the floor (at ``p / 2``),
+   the better of them where both do.
 
-With neither, the scorer is the untuned first stage alone, so the served order is exactly its order.
+With none of these, the scorer is the untuned first stage alone, so the served order is exactly its order.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class DevList:
     first: np.ndarray  # cosine of the untuned first stage
     tuned: np.ndarray | None  # cosine of the tuned bi-encoder (None: not tuned)
     cross_encoder: np.ndarray | None  # the cross-encoder's logits (None: the build trained none)
+    brought: np.ndarray | None = None  # the logits of the reranker the user brought, untuned (None: none)
 
 
 def _per_query(lists: list[DevList], score_of: Callable[[DevList], np.ndarray], k: int) -> list[float]:
@@ -73,28 +79,64 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None, min_ga
             if np.mean(values) > np.mean(best) and better(values, base_scores, len(CE_RATIOS)):
                 weight, best = round(ratio * unit, 6), values
 
+    scorer: dict[str, object] = {"first_stage": base, "first_stage_weight": SCALE, "cross_encoder_weight": weight}
+    if lists and all(d.cross_encoder is not None for d in lists):
+        scorer, best = _alone_or_combined(lists, systems, scorer, best, first, better, k)
+
     def served(d: DevList) -> np.ndarray:
-        return SCALE * cosine(d) + (weight * d.cross_encoder if weight else 0.0)
+        if scorer.get("cross_encoder_alone"):
+            return d.brought if scorer["cross_encoder_alone"] == "brought" else d.cross_encoder  # type: ignore[return-value]
+        ce_weight = float(scorer["cross_encoder_weight"])  # type: ignore[arg-type]
+        return SCALE * cosine(d) + (ce_weight * d.cross_encoder if ce_weight else 0.0)  # type: ignore[operator]
 
     sources = [served(d)[i] for d in lists for i, g in enumerate(d.grades) if g > 0]
     others = [served(d)[i] for d in lists for i, g in enumerate(d.grades) if g == 0]
     # centred so that sigmoid(score) is about 0.5 between a typical source chunk and a typical other candidate
-    bias = -round((float(np.mean(sources)) + float(np.mean(others))) / 2, 4) if sources and others else 0.0
-    learned = base == "tuned" or weight > 0
+    scorer["bias"] = -round((float(np.mean(sources)) + float(np.mean(others))) / 2, 4) if sources and others else 0.0
+    learned = best is not first
     alpha = 0.0
     if learned:  # the weight of the served score against a client's own first-stage scores
         alpha, _ = choose_alpha([(d.grades, served(d), d.first) for d in lists], lambda g: ndcg_at_k(g, k), p_value)
     gain = round(float(np.mean(best) - np.mean(first)), 4) if lists else 0.0
     return {
-        "scorer": {
-            "first_stage": base,
-            "first_stage_weight": SCALE,
-            "cross_encoder_weight": weight,
-            "bias": bias,
-        },
+        "scorer": scorer,
         "learned": learned,
         "gain_ndcg": gain,
         "p_value": one_sided_p(best, first) if learned else None,
         "fusion_alpha": alpha,
         "systems": {name: round(float(np.mean(v)), 4) if v else 0.0 for name, v in systems.items()},
     }
+
+
+def _alone_or_combined(
+    lists: list[DevList],
+    systems: dict[str, list[float]],
+    combined: dict[str, object],
+    combined_values: list[float],
+    first: list[float],
+    better: Callable[..., bool],
+    k: int,
+) -> tuple[dict[str, object], list[float]]:
+    """Rule 3 of the module doc: the floor (the first stage, or the brought reranker where it beats it), then the
+    tuned cross-encoder alone and the combination of rules 1-2, each served only over the floor."""
+    floor_scorer, floor = {**combined, "cross_encoder_weight": 0.0}, first
+    if all(d.brought is not None for d in lists):
+        systems["brought reranker alone"] = _per_query(lists, lambda d: d.brought, k)  # type: ignore[arg-type, return-value]
+        if better(systems["brought reranker alone"], first):
+            floor = systems["brought reranker alone"]
+            floor_scorer = {**combined, "first_stage_weight": 0.0, "cross_encoder_weight": 1.0,
+                            "cross_encoder_alone": "brought"}  # fmt: skip
+    tuned_alone = {**combined, "first_stage_weight": 0.0, "cross_encoder_weight": 1.0, "cross_encoder_alone": "tuned"}
+    candidates = [(systems["cross-encoder alone"], tuned_alone)]
+    if combined_values is not first:  # rules 1-2 chose something over the first stage
+        candidates.append((combined_values, combined))
+    winners = [
+        (values, scorer)
+        for values, scorer in candidates
+        # the combination has beaten the first stage already; over the brought reranker it must win again
+        if (scorer is combined and floor is first) or better(values, floor, len(candidates))
+    ]
+    if not winners:
+        return floor_scorer, floor
+    values, scorer = max(winners, key=lambda w: float(np.mean(w[0])))
+    return scorer, values

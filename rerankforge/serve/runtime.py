@@ -308,6 +308,10 @@ class Reranker:
         """
         if self.first_stage is None:
             return self._cross_encoder_pairs(pairs)
+        if not self.first_stage_weight:  # a cross-encoder served alone (its first stage serves the embedding routes)
+            scores = self._cross_encoder_pairs(pairs)
+            scores.logits = self.cross_encoder_weight * scores.logits + self.bias
+            return scores
         cosine = self.first_stage.cosine_pairs(pairs).astype(np.float64)
         combined = self.first_stage_weight * cosine + self.bias
         if self.cross_encoder_weight:

@@ -20,7 +20,8 @@ from rerankforge.stage import StageContext, StageResult
 
 __all__ = ["VERSION", "Scorer", "compare_on_dev", "mrr_at_k", "ndcg_at_k", "run"]
 
-VERSION = "5"  # 5: a build without a cross-encoder
+VERSION = "6"  # 6: the tuned cross-encoder alone and the brought reranker, untuned, are candidates
+# 5: a build without a cross-encoder
 # 4: the served scorer (first stage, tuned first stage, cross-encoder residual) is chosen here
 # 3: "better" and a fusion weight above 0 need a significant gain
 
@@ -60,9 +61,12 @@ def tuned_vectors(ctx: StageContext) -> Vectors | None:
     return Vectors(SentenceTransformer(str(tuned_dir), device=device()), ctx.config.mine.batch_size)
 
 
-def dev_lists(ctx: StageContext, cross_encoder: Any | None, tuned: Vectors | None = None) -> list[Any]:
+def dev_lists(
+    ctx: StageContext, cross_encoder: Any | None, tuned: Vectors | None = None, brought: Any | None = None
+) -> list[Any]:
     """The held-out queries' top candidates from the build's first-stage index, with every part's scores
-    (``cross_encoder`` None: a build without one; ``tuned``: the tuned first stage, None: not tuned)."""
+    (``cross_encoder`` None: a build without one; ``tuned``: the tuned first stage, None: not tuned; ``brought``:
+    the pretrained reranker the cross-encoder was tuned from, as it came)."""
     import torch
 
     from rerankforge.evaluation.scorer_choice import DevList
@@ -89,17 +93,18 @@ def dev_lists(ctx: StageContext, cross_encoder: Any | None, tuned: Vectors | Non
         ctx.progress(done, len(dev), "scoring held-out queries")
         docs = [chunks[cid].text for cid, _ in query_hits]
         tuned_cos = None if tuned is None else tuned.documents(docs) @ tuned.query(query.text)
-        logits = None
-        if cross_encoder is not None:
-            logits = cross_encoder.predict(
-                [(query.text, d) for d in docs], activation_fn=torch.nn.Identity(), show_progress_bar=False
-            )
+        pairs = [(query.text, d) for d in docs]
+        logits, brought_logits = (
+            None if model is None else model.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False)
+            for model in (cross_encoder, brought)
+        )
         lists.append(
             DevList(
                 grades=[int(cid == query.chunk_id) for cid, _ in query_hits],
                 first=np.array([score for _, score in query_hits], dtype=np.float64),
                 tuned=None if tuned_cos is None else np.asarray(tuned_cos, dtype=np.float64),
                 cross_encoder=None if logits is None else np.asarray(logits, dtype=np.float64).reshape(-1),
+                brought=None if brought_logits is None else np.asarray(brought_logits, dtype=np.float64).reshape(-1),
             )
         )
     return lists
@@ -111,7 +116,11 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     where = f"on {n} held-out synthetic queries, each judged by its own source passage"
     scorer = choice["scorer"]
     parts = "the tuned first stage" if scorer["first_stage"] == "tuned" else "the first stage"
-    if scorer["cross_encoder_weight"]:
+    if scorer.get("cross_encoder_alone") == "brought":
+        parts = "the reranker it was given, untuned (tuning did not beat it)"
+    elif scorer.get("cross_encoder_alone"):
+        parts = "the tuned cross-encoder alone"
+    elif scorer["cross_encoder_weight"]:
         parts += f" plus the cross-encoder (weight {scorer['cross_encoder_weight']:.3g})"
     learned = {name: value for name, value in systems.items() if name != "first stage"}
     best = max(learned, key=lambda name: learned[name]) if learned else None
@@ -148,15 +157,17 @@ def first_stage_scorer(ctx: StageContext, tuned: Vectors | None) -> Scorer:
 
 def run(ctx: StageContext) -> StageResult:
     from rerankforge.evaluation.scorer_choice import choose_scorer
-    from rerankforge.training.models import load_cross_encoder
+    from rerankforge.training.models import TUNED_CROSS_ENCODER, is_pretrained_reranker, load_cross_encoder
 
     cfg = ctx.config.evaluate
-    model_dir = ctx.run_dir / "model"
-    model = None
+    model_dir = ctx.dir("train") / TUNED_CROSS_ENCODER
+    model = brought = None
     if (model_dir / "config.json").is_file():  # the train stage trained a cross-encoder
         model = load_cross_encoder(str(model_dir), ctx.config.train.max_length)
+        if is_pretrained_reranker(ctx.config.train.backbone):  # what the user brought, as it came: the floor
+            brought = load_cross_encoder(ctx.config.train.backbone, ctx.config.train.max_length)
     tuned = tuned_vectors(ctx)
-    lists = dev_lists(ctx, model, tuned)
+    lists = dev_lists(ctx, model, tuned, brought)
     choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value, min_gain=cfg.min_gain)
     choice["scorer"]["cross_encoder"] = model is not None
     judged = {"k": cfg.k, "relevant_min": ctx.config.grade.positive_min_grade, "min_gain": cfg.min_gain,

@@ -46,8 +46,10 @@ from rerankforge.serve.runtime import (
 )
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.training import card
+from rerankforge.training.models import TUNED_CROSS_ENCODER
 
-VERSION = "8"  # 8: the first stage's variants; 7: the chunk vectors beside the first stage
+VERSION = "9"  # 9: model/ holds the served cross-encoder (the tuned one or the brought backbone)
+# 8: the first stage's variants; 7: the chunk vectors beside the first stage
 # 6: a model folder without a cross-encoder; 5: the scorer's first stage in model/first_stage
 FIRST_STAGE_DIR = "first_stage"
 
@@ -518,12 +520,29 @@ def _untuned_first_stage(name: str, target: Path, opset: int) -> dict[str, Any]:
     return parity
 
 
+def _served_cross_encoder(ctx: StageContext, model_dir: Path, scorer: dict[str, Any]) -> None:
+    """``model/`` as a sentence-transformers CrossEncoder folder of the cross-encoder the scorer serves: the one
+    this build tuned (``train/cross_encoder``), or the reranker the user brought, untuned, where the evaluate
+    stage found tuning did not beat it. The tuned one's card goes with it either way."""
+    tuned = ctx.dir("train") / TUNED_CROSS_ENCODER
+    shutil.rmtree(model_dir, ignore_errors=True)  # an earlier export's files must not pass for this model's
+    if scorer.get("cross_encoder_alone") == "brought":
+        from rerankforge.training.models import load_cross_encoder
+
+        load_cross_encoder(ctx.config.train.backbone, ctx.config.train.max_length).save_pretrained(str(model_dir))
+        shutil.copy2(tuned / "README.md", model_dir / "README.md")
+    else:
+        shutil.copytree(tuned, model_dir)
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg = ctx.config.export
     model_dir = ctx.run_dir / "model"
     pairs = _parity_pairs(ctx)
-    cross_encoder = (model_dir / "config.json").is_file()  # else the train stage trained none
+    evaluated = json.loads((ctx.dir("evaluate") / "metrics.json").read_text(encoding="utf-8"))
+    cross_encoder = (ctx.dir("train") / TUNED_CROSS_ENCODER / "config.json").is_file()  # else the build trained none
     if cross_encoder:
+        _served_cross_encoder(ctx, model_dir, evaluated["scorer"])
         summary = export_model(
             model_dir,
             max_length=ctx.config.train.max_length,
@@ -539,7 +558,6 @@ def run(ctx: StageContext) -> StageResult:
         meta = json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
     else:
         summary, meta = {"cross_encoder": None}, {"format": "rerankforge-onnx-1"}
-    evaluated = json.loads((ctx.dir("evaluate") / "metrics.json").read_text(encoding="utf-8"))
     meta["fusion_alpha"] = evaluated["fusion"]["alpha"]
     meta["scorer"], summary["first_stage"] = _export_first_stage(ctx, model_dir, evaluated["scorer"])
     if cfg.quantize and cross_encoder:

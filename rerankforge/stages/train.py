@@ -32,10 +32,11 @@ from rerankforge.errors import StageError
 from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, rejected_queries
+from rerankforge.training.models import TUNED_CROSS_ENCODER, load_cross_encoder, trains_cross_encoder
 from rerankforge.training.models import device as _device
-from rerankforge.training.models import load_cross_encoder, trains_cross_encoder
 
-VERSION = "10"  # 10: without a cross-encoder, a query counts unless the grader rejected its source passage
+VERSION = "11"  # 11: the tuned cross-encoder in train/cross_encoder (the export serves it or the backbone)
+# 10: without a cross-encoder, a query counts unless the grader rejected its source passage
 # 9: the first stage's tuning in bf16 autocast where the hardware has bf16 (train.precision auto)
 # 8: the cross-encoder is trained only where train.cross_encoder asks for it (auto: a reranker backbone)
 # 7: the first stage's tuning takes 3 hard negatives per query, the source file's first
@@ -265,8 +266,9 @@ def run(ctx: StageContext) -> StageResult:
         for key in ("loss", "eval_loss", "eval_dev_ndcg@10")
         if key in e
     ]
-    model_dir = ctx.run_dir / "model"
-    shutil.rmtree(model_dir, ignore_errors=True)  # stale ONNX files must not outlive the weights they came from
+    model_dir = ctx.out / TUNED_CROSS_ENCODER
+    shutil.rmtree(model_dir, ignore_errors=True)
+    shutil.rmtree(ctx.run_dir / "model", ignore_errors=True)  # an earlier export's files: not this model's
     model.save_pretrained(str(model_dir))
     write_json(ctx.out / "loss_history.json", history)
     train_losses = [h["loss"] for h in history if "loss" in h]
@@ -305,10 +307,7 @@ def run(ctx: StageContext) -> StageResult:
     histogram = grade_histogram(judgments)
     card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
     shutil.rmtree(checkpoints, ignore_errors=True)
-    # the card (README.md) is left out: the export stage adds what is served to it
-    files = [
-        str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != "README.md"
-    ]
+    files = [str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file()]
     if first_stage is not None:
         summary["first_stage"] = first_stage
         files += [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
@@ -332,6 +331,7 @@ def _first_stage_only(
     model_dir = ctx.run_dir / "model"
     if not launch.follower:  # an earlier build's weights must not pass for this one's
         shutil.rmtree(tuned_dir, ignore_errors=True)
+        shutil.rmtree(ctx.out / TUNED_CROSS_ENCODER, ignore_errors=True)
         shutil.rmtree(model_dir, ignore_errors=True)
     device = _device()
     first_stage = None

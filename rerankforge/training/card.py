@@ -95,7 +95,17 @@ SERVED_MARKER = "<!-- rerankforge served -->"
 
 def render_served(scorer: dict[str, Any], verdict: str, systems: dict[str, float]) -> str:
     """The card's last section: which scorer is served and the held-out figures that chose it."""
-    if scorer.get("first_stage_tuned") or scorer.get("cross_encoder_weight"):
+    alone = scorer.get("cross_encoder_alone")
+    if alone:
+        what = (
+            "**the reranker this build was given as its backbone, as it came**: the cross-encoder tuned on this "
+            "build's queries did not beat it on the held-out queries, so this folder holds the original weights "
+            "(`CrossEncoder(folder)` loads them)."
+            if alone == "brought"
+            else "**the cross-encoder tuned on this build's queries, alone** (`CrossEncoder(folder)` loads it)."
+        )
+        what += f" Its logit plus {scorer['bias']:g} is the score."
+    elif scorer.get("first_stage_tuned") or scorer.get("cross_encoder_weight"):
         what = f"`{scorer['first_stage_weight']:g} * cos(first_stage(q), first_stage(d))"
         if scorer.get("cross_encoder_weight"):
             what += f" + {scorer['cross_encoder_weight']:.4g} * cross_encoder(q, d)"

@@ -8,6 +8,9 @@ from rerankforge.distributed import Launch
 from rerankforge.errors import InputError, MissingDependencyError
 from rerankforge.models import resolve_model
 
+# train/cross_encoder: the cross-encoder tuned on the training queries; the export puts the served one in model/
+TUNED_CROSS_ENCODER = "cross_encoder"
+
 
 def device() -> str:
     """Where training runs: this rank's GPU under torchrun, Apple's MPS, else the CPU."""

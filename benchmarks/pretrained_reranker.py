@@ -1,0 +1,114 @@
+"""The product path for a user who brings a pretrained reranker, measured on real questions: builds of one
+medquad-dev source's documents with ``--backbone`` a stand-in reranker (``standin_reranker.py``, trained on the
+other sources), one build per loss, against the stand-in as it came.
+
+    .venv/bin/python benchmarks/pretrained_reranker.py --standin .cache/standin-reranker-CancerGov \\
+        bce=.cache/bench-pretrained/bce lce=.cache/bench-pretrained/lce
+
+Every row reorders the same candidates: the dense (all-MiniLM-L6-v2) top-20 over the whole corpus (all 11,548
+answers, title + text) of every real question of the target source. Rows: dense; each build's tuned first stage
+(cosine); the stand-in alone; each build's tuned cross-encoder alone (torch); what each build's model folder serves
+(``Reranker``, in process, as ``rerankforge serve`` scores). Each row: nDCG@10, and against dense and against the
+stand-in the gain, the paired one-sided t-test and wins / losses. Rows are appended to
+``.cache/bench-pretrained/results.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from medquad_data import require_data
+from medquad_scorer import MINILM, SOURCES, compare, ndcg, real_questions, source_of
+
+from rerankforge.index.vector_cache import VectorCache
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / ".cache" / "bench-pretrained" / "results.jsonl"
+MAX_LENGTH = 256
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("builds", nargs="*", help="NAME=RUN_DIR of builds with --backbone the stand-in")
+    parser.add_argument("--standin", type=Path, required=True)
+    parser.add_argument("--target", default="CancerGov", choices=SOURCES)
+    parser.add_argument("--max-questions", type=int, default=0, help="0: every question of the target")
+    args = parser.parse_args()
+    require_data()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import CrossEncoder, SentenceTransformer
+
+    from rerankforge import Reranker
+
+    docs, evaluated, _ = real_questions(500, 100_000)
+    evaluated = [(q, rel) for q, rel in evaluated if source_of(next(iter(rel))) == args.target]
+    if args.max_questions:
+        evaluated = evaluated[: args.max_questions]
+    ids = list(docs)
+    encoder = SentenceTransformer(MINILM, device="cpu")
+    vectors = VectorCache(MINILM).embed(
+        [docs[i] for i in ids], lambda todo: encoder.encode(todo, normalize_embeddings=True, batch_size=64)
+    )
+    questions = [q for q, _ in evaluated]
+    q_vectors = encoder.encode(questions, normalize_embeddings=True, batch_size=64)
+    tops = [[ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:20]] for v in q_vectors]
+    dense = [ndcg(top, rel) for top, (_, rel) in zip(tops, evaluated, strict=True)]
+
+    def reranked(score) -> tuple[list[float], float]:
+        started, values = time.time(), []
+        for top, (question, rel) in zip(tops, evaluated, strict=True):
+            scores = np.asarray(score(question, [docs[d] for d in top]), dtype=np.float64).reshape(-1)
+            values.append(ndcg([top[i] for i in np.argsort(-scores, kind="stable")], rel))
+        return values, time.time() - started
+
+    def cross_encoder(path: Path):
+        model = CrossEncoder(str(path), device="cpu", max_length=MAX_LENGTH)
+        return lambda q, ds: model.predict([(q, d) for d in ds], batch_size=20, show_progress_bar=False)
+
+    def bi_encoder(path: Path):
+        model = SentenceTransformer(str(path), device="cpu")
+
+        def cosine(q: str, ds: list[str]) -> np.ndarray:
+            return model.encode(ds, normalize_embeddings=True) @ model.encode([q], normalize_embeddings=True)[0]
+
+        return cosine
+
+    standin, standin_s = reranked(cross_encoder(args.standin))
+    rows = [{"row": "dense first stage", **compare(dense, dense)},
+            {"row": "the stand-in as it came", "seconds": round(standin_s), **compare(standin, dense)}]  # fmt: skip
+    for spec in args.builds:
+        name, run = spec.split("=", 1)
+        run_dir = Path(run)
+        systems = {}
+        if (run_dir / "train" / "first_stage" / "modules.json").is_file():
+            systems[f"{name}: tuned first stage"] = bi_encoder(run_dir / "train" / "first_stage")
+        systems[f"{name}: tuned cross-encoder alone"] = cross_encoder(run_dir / "train" / "cross_encoder")
+        if (run_dir / "model" / "rerankforge.json").is_file():  # a build run --until evaluate has no model folder
+            served = Reranker(run_dir / "model")
+            systems[f"{name}: served ({served.variant}, {json.dumps(served.scorer, sort_keys=True)})"] = (
+                lambda q, ds, r=served: r.logits(q, ds)
+            )
+        for label, score in systems.items():
+            values, seconds = reranked(score)
+            rows.append({"row": label, "seconds": round(seconds), **compare(values, dense),
+                         "against_standin": compare(values, standin)})  # fmt: skip
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    with OUT.open("a", encoding="utf-8") as handle:
+        for row in rows:
+            row.update(target=args.target, standin=str(args.standin))
+            handle.write(json.dumps(row) + "\n")
+    print(f"{len(evaluated)} {args.target} questions, dense top-20 over {len(ids)} answers")
+    for row in rows:
+        vs = row.get("against_standin") or {}
+        print(f"{row['row'][:110]:110s} {row['ndcg@10']:.4f} {row['gain']:+.4f} p {row['p_greater']} "
+              f"{row['wins']}/{row['losses']}" + (f" | vs stand-in {vs['gain']:+.4f} p {vs['p_greater']} "
+              f"{vs['wins']}/{vs['losses']}" if vs else ""))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
