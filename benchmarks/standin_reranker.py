@@ -29,6 +29,7 @@ from medquad_data import DATA, require_data
 from medquad_scorer import MINILM, SOURCES, compare, jsonl, ndcg, real_questions, source_of
 
 from rerankforge.index.vector_cache import VectorCache
+from rerankforge.stages.train import cpu_has_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LENGTH = 256
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--per-source", type=int, default=300, help="Target questions evaluated.")
     parser.add_argument("--out", type=Path, default=None, help="Default: .cache/standin-reranker-TARGET.")
+    parser.add_argument("--max-length", type=int, default=MAX_LENGTH, help="Token cap of a training pair.")
     args = parser.parse_args()
     require_data()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -104,7 +106,7 @@ def main() -> None:
 
     if not (out / "config.json").is_file():
         torch.manual_seed(0)
-        model = CrossEncoder(MINILM, num_labels=1, max_length=MAX_LENGTH, device="cpu")
+        model = CrossEncoder(MINILM, num_labels=1, max_length=args.max_length, device="cpu")
         train = Dataset.from_list(rows).shuffle(seed=0)
         trainer = CrossEncoderTrainer(
             model=model,
@@ -115,7 +117,7 @@ def main() -> None:
                 learning_rate=args.lr,
                 warmup_ratio=0.1,
                 seed=0,
-                bf16=True,
+                bf16=cpu_has_bf16(),  # bf16 autocast where the CPU computes it natively (AMX), else fp32
                 save_strategy="no",
                 logging_steps=50,
                 report_to=[],
@@ -130,7 +132,7 @@ def main() -> None:
         model.save_pretrained(str(out))
         cost = {"train_seconds": round(trained), "mine_seconds": round(mined), "pairs": len(rows),
                 "questions": len(questions), "lr": args.lr, "epochs": args.epochs, "negatives": args.negatives,
-                "backbone": "all-MiniLM-L6-v2", "dropped": dropped}  # fmt: skip
+                "max_length": args.max_length, "backbone": "all-MiniLM-L6-v2", "dropped": dropped}  # fmt: skip
         (out / "standin.json").write_text(json.dumps(cost, indent=1))
     cost = json.loads((out / "standin.json").read_text())
     print(f"stand-in: {out} (trained in {cost['train_seconds']} s on {cost['pairs']} pairs)")

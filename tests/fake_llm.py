@@ -162,12 +162,18 @@ class LenientCodedLLM(CodedLLM):
 
 
 def coded_training_pairs(folder: Path) -> list[tuple[str, str, float]]:
-    """(coded query, passage, label) of ``write_coded_corpus``'s files in ``folder``: each section is the answer to
-    its own code word (1) and not to the service's other codes (0), as a hub's reranker would have been taught."""
+    """(coded query, passage, label) of ``write_coded_corpus``'s files in ``folder``, as a hub's reranker would have
+    been taught: each passage of two sentences (a build's chunk of these files: no heading) answers its own
+    aspect's code word (1) and not the service's other codes (0)."""
     pairs = []
     for path in sorted(folder.glob("*.md")):
-        sections = [s.strip() for s in path.read_text(encoding="utf-8").split("## ")[1:]]
-        for section in sections:
-            query = coded_query(section.replace("\n\n", "\n", 1))
-            pairs += [(query, other.replace("\n\n", "\n", 1), float(other == section)) for other in sections]
+        name = path.read_text(encoding="utf-8").split("\n", 1)[0].lstrip("# ").strip()
+        passages = {}
+        for section in path.read_text(encoding="utf-8").split("## ")[1:]:
+            aspect, body = section.split("\n", 1)
+            sentences = [s.strip() + "." for s in body.strip().split(".") if s.strip()]
+            passages[aspect] = [" ".join(sentences[i : i + 2]) for i in range(0, len(sentences), 2)]
+        for aspect in passages:
+            query = f"the {CODES[aspect]} of {name}"
+            pairs += [(query, text, float(other == aspect)) for other, texts in passages.items() for text in texts]
     return pairs
