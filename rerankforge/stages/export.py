@@ -530,7 +530,8 @@ def _served_cross_encoder(ctx: StageContext, model_dir: Path, scorer: dict[str, 
         from rerankforge.training.models import load_cross_encoder
 
         load_cross_encoder(ctx.config.train.backbone, ctx.config.train.max_length).save_pretrained(str(model_dir))
-        shutil.copy2(tuned / "README.md", model_dir / "README.md")
+        if (tuned / "README.md").is_file():
+            shutil.copy2(tuned / "README.md", model_dir / "README.md")
     else:
         shutil.copytree(tuned, model_dir)
 

@@ -307,7 +307,10 @@ def run(ctx: StageContext) -> StageResult:
     histogram = grade_histogram(judgments)
     card.write(model_dir, card.render(summary, cfg.model_dump(mode="json"), histogram))
     shutil.rmtree(checkpoints, ignore_errors=True)
-    files = [str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file()]
+    # the card (README.md) is left out: it records how the training went (its time, its log), not what it made
+    files = [
+        str(p.relative_to(ctx.run_dir)) for p in sorted(model_dir.rglob("*")) if p.is_file() and p.name != "README.md"
+    ]
     if first_stage is not None:
         summary["first_stage"] = first_stage
         files += [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
