@@ -29,7 +29,19 @@ from rerankforge.index.vector_cache import VectorCache
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".cache" / "bench-pretrained" / "results.jsonl"
+VALUES = OUT.with_name("values.json")  # per-question nDCG of each scored folder, so a rerun scores only new ones
 MAX_LENGTH = 256
+
+
+class Lazy:
+    """A scorer loaded on its first call: a folder whose values are saved is never loaded."""
+
+    def __init__(self, make) -> None:
+        self.make, self.score = make, None
+
+    def __call__(self, question: str, passages: list[str]):
+        self.score = self.score or self.make()
+        return self.score(question, passages)
 
 
 def main() -> None:
@@ -59,11 +71,20 @@ def main() -> None:
     tops = [[ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:20]] for v in q_vectors]
     dense = [ndcg(top, rel) for top, (_, rel) in zip(tops, evaluated, strict=True)]
 
-    def reranked(score) -> tuple[list[float], float]:
+    saved = json.loads(VALUES.read_text()) if VALUES.is_file() else {}
+
+    def reranked(score, folder: Path) -> tuple[list[float], float]:
+        weights = max((f.stat().st_mtime_ns for f in folder.iterdir() if f.is_file()), default=0)
+        key = f"{folder.resolve()}|{weights}|{len(evaluated)}|{args.target}"
+        if key in saved:
+            return saved[key]["values"], saved[key]["seconds"]
         started, values = time.time(), []
         for top, (question, rel) in zip(tops, evaluated, strict=True):
             scores = np.asarray(score(question, [docs[d] for d in top]), dtype=np.float64).reshape(-1)
             values.append(ndcg([top[i] for i in np.argsort(-scores, kind="stable")], rel))
+        saved[key] = {"values": values, "seconds": time.time() - started}
+        VALUES.parent.mkdir(parents=True, exist_ok=True)
+        VALUES.write_text(json.dumps(saved))
         return values, time.time() - started
 
     def cross_encoder(path: Path):
@@ -78,23 +99,26 @@ def main() -> None:
 
         return cosine
 
-    standin, standin_s = reranked(cross_encoder(args.standin))
+    standin, standin_s = reranked(cross_encoder(args.standin), args.standin)
     rows = [{"row": "dense first stage", **compare(dense, dense)},
             {"row": "the stand-in as it came", "seconds": round(standin_s), **compare(standin, dense)}]  # fmt: skip
     for spec in args.builds:
         name, run = spec.split("=", 1)
         run_dir = Path(run)
-        systems = {}
+        systems = {}  # label: (scorer, the folder it loads)
         if (run_dir / "train" / "first_stage" / "modules.json").is_file():
-            systems[f"{name}: tuned first stage"] = bi_encoder(run_dir / "train" / "first_stage")
-        systems[f"{name}: tuned cross-encoder alone"] = cross_encoder(run_dir / "train" / "cross_encoder")
+            folder = run_dir / "train" / "first_stage"
+            systems[f"{name}: tuned first stage"] = (lambda f=folder: bi_encoder(f), folder)
+        folder = run_dir / "train" / "cross_encoder"
+        systems[f"{name}: tuned cross-encoder alone"] = (lambda f=folder: cross_encoder(f), folder)
         if (run_dir / "model" / "rerankforge.json").is_file():  # a build run --until evaluate has no model folder
             served = Reranker(run_dir / "model")
             systems[f"{name}: served ({served.variant}, {json.dumps(served.scorer, sort_keys=True)})"] = (
-                lambda q, ds, r=served: r.logits(q, ds)
+                lambda r=served: lambda q, ds: r.logits(q, ds),
+                run_dir / "model",
             )
-        for label, score in systems.items():
-            values, seconds = reranked(score)
+        for label, (make, folder) in systems.items():
+            values, seconds = reranked(Lazy(make), folder)
             rows.append({"row": label, "seconds": round(seconds), **compare(values, dense),
                          "against_standin": compare(values, standin)})  # fmt: skip
     OUT.parent.mkdir(parents=True, exist_ok=True)

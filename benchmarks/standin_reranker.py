@@ -74,6 +74,20 @@ def triplets(questions, corpus: dict[str, str], encoder, negatives: int) -> list
     return rows
 
 
+def grouped(rows: list[dict[str, object]], negatives: int) -> list[dict[str, str]]:
+    """(query, positive, negative_1..n) rows for the listwise loss: each answer with its question's hard negatives."""
+    by_query: dict[str, tuple[list[str], list[str]]] = {}
+    for row in rows:
+        by_query.setdefault(str(row["query"]), ([], []))[0 if row["label"] else 1].append(str(row["passage"]))
+    out = []
+    for query, (positives, negs) in by_query.items():
+        if len(negs) < negatives:
+            continue
+        out += [{"query": query, "positive": p, **{f"negative_{i + 1}": n for i, n in enumerate(negs[:negatives])}}
+                for p in positives]  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="CancerGov", choices=SOURCES)
@@ -84,6 +98,13 @@ def main() -> None:
     parser.add_argument("--per-source", type=int, default=300, help="Target questions evaluated.")
     parser.add_argument("--out", type=Path, default=None, help="Default: .cache/standin-reranker-TARGET.")
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH, help="Token cap of a training pair.")
+    parser.add_argument(
+        "--loss",
+        choices=("mnrl", "bce"),
+        default="mnrl",  # fmt: skip
+        help="mnrl: each answer against its hard negatives and one in-batch one (listwise, as "
+        "hub rerankers are trained); bce: pointwise labels (stayed at chance from MiniLM).",
+    )
     args = parser.parse_args()
     require_data()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,7 +112,7 @@ def main() -> None:
     from datasets import Dataset
     from sentence_transformers import CrossEncoder, SentenceTransformer
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
 
     out = args.out or ROOT / ".cache" / f"standin-reranker-{args.target}"
     encoder = SentenceTransformer(MINILM, device="cpu")
@@ -107,7 +128,11 @@ def main() -> None:
     if not (out / "config.json").is_file():
         torch.manual_seed(0)
         model = CrossEncoder(MINILM, num_labels=1, max_length=args.max_length, device="cpu")
-        train = Dataset.from_list(rows).shuffle(seed=0)
+        if args.loss == "mnrl":
+            train = Dataset.from_list(grouped(rows, args.negatives)).shuffle(seed=0)
+            loss = MultipleNegativesRankingLoss(model, num_negatives=1)
+        else:
+            train, loss = Dataset.from_list(rows).shuffle(seed=0), BinaryCrossEntropyLoss(model)
         trainer = CrossEncoderTrainer(
             model=model,
             args=CrossEncoderTrainingArguments(
@@ -124,7 +149,7 @@ def main() -> None:
                 use_cpu=True,
             ),  # fmt: skip
             train_dataset=train,
-            loss=BinaryCrossEntropyLoss(model),
+            loss=loss,
         )
         t = time.time()
         trainer.train()
@@ -132,7 +157,8 @@ def main() -> None:
         model.save_pretrained(str(out))
         cost = {"train_seconds": round(trained), "mine_seconds": round(mined), "pairs": len(rows),
                 "questions": len(questions), "lr": args.lr, "epochs": args.epochs, "negatives": args.negatives,
-                "max_length": args.max_length, "backbone": "all-MiniLM-L6-v2", "dropped": dropped}  # fmt: skip
+                "max_length": args.max_length, "loss": args.loss, "backbone": "all-MiniLM-L6-v2",
+                "dropped": dropped}  # fmt: skip
         (out / "standin.json").write_text(json.dumps(cost, indent=1))
     cost = json.loads((out / "standin.json").read_text())
     print(f"stand-in: {out} (trained in {cost['train_seconds']} s on {cost['pairs']} pairs)")

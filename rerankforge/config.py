@@ -255,6 +255,12 @@ class TrainConfig(Section):
     cross_query_negatives: int = Field(
         2, ge=0, description="Others per group that are positives of other queries (label 0): no LLM call needed."
     )
+    mined_negatives: int = Field(
+        0,
+        ge=0,
+        description="Others per group taken from the query's mined candidates that the grader did not judge "
+        "(label 0), the source file's first when first_stage_same_file: hard negatives at no LLM cost.",
+    )
     epochs: float = 4.0
     batch_size: int = Field(4, gt=0, description="Query groups per step (per device).")
     gradient_accumulation_steps: int = Field(

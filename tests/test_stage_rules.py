@@ -125,6 +125,27 @@ def test_build_groups_positive_first_fixed_size_graded_labels() -> None:
     assert all(sorted(r["labels"][1:]) == [0.0, 1.0] for r in graded)
 
 
+def test_mined_negatives_are_the_unjudged_candidates_in_the_order_given() -> None:
+    chunks = {c.id: c for c in _chunks({"a.md": 4, "b.md": 2})}
+    queries = [Query(id="qa", text="about a", chunk_id="a.md#0"), Query(id="qb", text="about b", chunk_id="b.md#0")]
+    judgments = [
+        Judgment(query_id="qa", chunk_id="a.md#0", grade=3),
+        Judgment(query_id="qa", chunk_id="a.md#1", grade=3),  # judged relevant: never a mined negative
+        Judgment(query_id="qb", chunk_id="b.md#0", grade=3),
+    ]
+    mined = {"qa": ["a.md#0", "a.md#1", "a.md#3", "b.md#1", "a.md#2"], "qb": ["b.md#0"]}
+    rules = {"group_size": 4, "positive_min_grade": 2, "max_other_grade": 0, "seed": 0}
+    text = {c.text: c.id for c in chunks.values()}
+    groups = build_groups(queries, chunks, judgments, **rules, cross_query_negatives=1, mined=mined, mined_negatives=2)
+    qa = [row for row in groups if row["query"] == "about a"]
+    assert len(qa) == 2  # one group per judged positive
+    for row in qa:  # the first two unjudged candidates, then one other query's positive from another file
+        assert sorted(text[d] for d in row["docs"][1:3]) == ["a.md#3", "b.md#1"] and text[row["docs"][3]] == "b.md#0"
+        assert row["labels"][1:] == [0.0, 0.0, 0.0]
+    without = build_groups(queries, chunks, judgments, **rules, cross_query_negatives=1)
+    assert all(text[d] not in {"a.md#3", "b.md#1", "a.md#2"} for row in without for d in row["docs"])
+
+
 def test_cross_query_negatives_are_other_queries_positives_from_other_files() -> None:
     chunks = {c.id: c for c in _chunks({"a.md": 3, "b.md": 2, "c.md": 2})}
     queries = [

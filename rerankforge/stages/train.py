@@ -90,12 +90,16 @@ def build_groups(
     max_other_grade: int,
     seed: int,
     cross_query_negatives: int = 0,
+    mined: dict[str, list[str]] | None = None,
+    mined_negatives: int = 0,
 ) -> list[dict[str, Any]]:
     """One training group per (query, positive): the positive first, then ``group_size - 1`` others.
 
     Others are graded candidates of the same query with a grade <= ``max_other_grade``, labelled with their
-    grades. ``cross_query_negatives`` of them are instead positives of *other* queries of ``queries``, from
-    other files and never graded for this query, labelled 0: every positive passage is then a negative
+    grades, then up to ``mined_negatives`` of the query's mined candidates (``mined``: query id to chunk ids in
+    the order to take them) that the grader did not judge, labelled 0: the hard negatives the first stage
+    found, at no LLM cost. ``cross_query_negatives`` of them are instead positives of *other* queries of
+    ``queries``, from other files and never graded for this query, labelled 0: every positive passage is then a negative
     somewhere else, so a model cannot score a passage without reading the query. When a query has too few
     graded others, more of these fill its groups before anything is repeated, and with them a query whose
     candidates were all graded relevant still trains. Every loss trains on the rows this returns.
@@ -110,6 +114,9 @@ def build_groups(
         positives = positives_of[query.id]
         others = [(j.chunk_id, j.level) for j in graded if j.grade <= max_other_grade]
         judged = {j.chunk_id for j in graded}
+        if mined_negatives and mined:
+            unjudged = [c for c in mined.get(query.id, []) if c not in judged and c != query.chunk_id]
+            others += [(c, 0.0) for c in unjudged[:mined_negatives]]
         sources = {chunks[j.chunk_id].source for j in positives} | {chunks[query.chunk_id].source}
         foreign = [(c, 0.0) for c in pool if c not in judged and chunks[c].source not in sources]
         if not positives or not (others or foreign):
@@ -127,6 +134,26 @@ def build_groups(
                 }
             )
     return rows
+
+
+def _mined_order(
+    ctx: StageContext, chunks: dict[str, Chunk], queries: list[Query], same_file_first: bool
+) -> dict[str, list[str]]:
+    """Each query's mined candidates other than its source, in rank order, the source file's first when asked (as
+    the first stage's hard negatives are taken)."""
+    path = ctx.dir("mine") / "candidates.jsonl"
+    if ctx.config.train.mined_negatives == 0 or not path.is_file():
+        return {}
+    source = {q.id: chunks[q.chunk_id].source for q in queries}
+    order: dict[str, list[str]] = {}
+    for found in read_jsonl(path, CandidateList):
+        if found.query_id not in source:
+            continue
+        ids = [c.chunk_id for c in found.candidates if c.chunk_id in chunks]
+        if same_file_first:
+            ids.sort(key=lambda c, s=source[found.query_id]: chunks[c].source != s)  # stable: rank order within
+        order[found.query_id] = ids
+    return order
 
 
 def _pick(rng: random.Random, items: list[Any], n: int) -> list[Any]:
@@ -186,8 +213,11 @@ def run(ctx: StageContext) -> StageResult:
             max_other_grade=_other_grade_limit(cfg.loss, grade_cfg),
             seed=cfg.seed,
             cross_query_negatives=cfg.cross_query_negatives,
+            mined=mined,
+            mined_negatives=cfg.mined_negatives,
         )
 
+    mined = _mined_order(ctx, chunks, queries, same_file_first=cfg.first_stage_same_file)
     rows = groups(train_ids)
     dev_rows = groups(dev_ids)  # the held-out loss curve in the report; training never sees these
     if not rows:
