@@ -27,6 +27,13 @@ SECONDS_PER_CHUNK = 0.002  # the mine stage's Qdrant index, per chunk (its vecto
 SECONDS_PER_KEPT_QUERY = 0.55  # tuning (211 s for 766) and the held-out evaluation (70 s for 255) per kept query
 KEPT_SHARE = 0.57  # of the written queries the filters keep: 1,021 of 1,800 (q600) and 501 of 900 (q300)
 GRADE_CALL_SHARE = 0.3  # a grading call (short answer) against a query-writing call: 1.4 s against 5.65 s measured
+# A cross-encoder of MiniLM-L6's size, where one is trained (a CancerGov build with a pretrained reranker, 358 kept
+# queries, RESULTS.md): its training per kept query and epoch (1,932 s for 4 epochs, held-out checks included),
+# the evaluate stage's scoring per kept query (378 s: the tuned and the brought reranker on the held-out lists),
+# and its export (486 s: ONNX, int8 and OpenVINO variants with their parity and speed checks).
+CE_SECONDS_PER_KEPT_EPOCH = 1.35
+CE_EVALUATE_SECONDS_PER_KEPT = 1.06
+CE_EXPORT_SECONDS = 486.0
 
 # (training queries, nDCG@10 gain over dense) on 500 real MedQuAD questions, fresh builds under today's recipe:
 # a 25-minute default build (165 training queries: it lost, on each of the three sources), q300 (376), q600 (766:
@@ -59,10 +66,26 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
-def seconds_after_queries(kept: int, chunks: int, grade_pairs_per_query: int, seconds_per_grade: float) -> float:
-    """The time the stages after query writing will take: mine, grade, train, evaluate and export."""
+def seconds_per_kept_query(cross_encoder_epochs: float | None = None) -> float:
+    """Training and evaluation time per kept query: the first stage's, and a cross-encoder's trained for
+    ``cross_encoder_epochs`` (None: none is trained)."""
+    if cross_encoder_epochs is None:
+        return SECONDS_PER_KEPT_QUERY
+    return SECONDS_PER_KEPT_QUERY + CE_SECONDS_PER_KEPT_EPOCH * cross_encoder_epochs + CE_EVALUATE_SECONDS_PER_KEPT
+
+
+def seconds_after_queries(
+    kept: int,
+    chunks: int,
+    grade_pairs_per_query: int,
+    seconds_per_grade: float,
+    cross_encoder_epochs: float | None = None,
+) -> float:
+    """The time the stages after query writing will take: mine, grade, train, evaluate and export (with a
+    cross-encoder trained for ``cross_encoder_epochs``, its training, scoring and export too)."""
     grading = kept * grade_pairs_per_query * seconds_per_grade
-    return SECONDS_FIXED + SECONDS_PER_CHUNK * chunks + SECONDS_PER_KEPT_QUERY * kept + grading
+    fixed = SECONDS_FIXED + (CE_EXPORT_SECONDS if cross_encoder_epochs is not None else 0.0)
+    return fixed + SECONDS_PER_CHUNK * chunks + seconds_per_kept_query(cross_encoder_epochs) * kept + grading
 
 
 def expected_gain(training_queries: float) -> float:

@@ -21,7 +21,7 @@ from statistics import mean
 from typing import Any
 
 from rerankforge.artifacts import Chunk, read_jsonl
-from rerankforge.budget import KEPT_SHARE, SECONDS_PER_KEPT_QUERY, seconds_after_queries
+from rerankforge.budget import KEPT_SHARE, seconds_after_queries, seconds_per_kept_query
 from rerankforge.config import BuildConfig
 from rerankforge.pipeline import ProgressCallback, build
 
@@ -89,7 +89,7 @@ def plan_build(
         llm: an :class:`~rerankforge.llm.base.LLMProvider` to use instead of the one ``config.llm`` names.
         progress: callback for the parse stage's progress bar.
     """
-    from rerankforge.stages import grade_pairs_per_query
+    from rerankforge.stages import cross_encoder_epochs, grade_pairs_per_query
     from rerankforge.stages.queries import assign_styles, load_examples, queries_schema, sample_chunks
     from rerankforge.templates import load_template
 
@@ -138,8 +138,10 @@ def plan_build(
     if budget is not None and seconds_query is not None and seconds_grade is not None:
         kept_each = kept_per_call if kept_per_call is not None else KEPT_SHARE * qcfg.per_chunk
         per_call = (seconds_query + kept_each * grade_pairs * seconds_grade) / concurrency
-        per_call += kept_each * SECONDS_PER_KEPT_QUERY
-        fixed = parse_seconds + calibration.get("load_seconds", 0.0) + seconds_after_queries(0, len(chunks), 0, 0)
+        epochs = cross_encoder_epochs(config)
+        per_call += kept_each * seconds_per_kept_query(epochs)
+        fixed = parse_seconds + calibration.get("load_seconds", 0.0)
+        fixed += seconds_after_queries(0, len(chunks), 0, 0, epochs)
         room = budget - fixed
         query_calls = max(0, min(len(sample), int(room // per_call)))
     query_prompts = query_prompts[:query_calls]

