@@ -12,6 +12,7 @@ among the evaluated ones, then exported by rerankforge (fp32, dynamic int8, stat
 
     .venv/bin/python benchmarks/serve_speed.py            # ~15 min on 2 cores
     .venv/bin/python benchmarks/serve_speed.py --quick    # fewer queries, a smoke run
+    .venv/bin/python benchmarks/serve_speed.py --cross-encoder FOLDER   # a pretrained reranker instead
 """
 
 from __future__ import annotations
@@ -154,6 +155,21 @@ def prepare_model(train: list[dict]) -> Path:
     calibration = [(item["query"], doc) for item in train[:16] for doc in item["docs"][:4]]
     summary = export_model(model_dir, max_length=MAX_LENGTH, calibration_pairs=calibration)
     print("export:", {k: v for k, v in summary.items() if k.startswith("max_abs")})
+    return model_dir
+
+
+def given_model(folder: Path, train: list[dict]) -> Path:
+    """A saved cross-encoder (``--cross-encoder``: e.g. a pretrained reranker) copied and exported by rerankforge
+    as a build exports the one it serves, once."""
+    from rerankforge.stages.export import export_model
+
+    model_dir = CACHE / f"given-{folder.resolve().name}"
+    if not (model_dir / "openvino" / "openvino_model_qint8_quantized.xml").is_file():
+        shutil.rmtree(model_dir, ignore_errors=True)
+        shutil.copytree(folder, model_dir, ignore=shutil.ignore_patterns("onnx", "openvino", "*.onnx"))
+        calibration = [(item["query"], doc) for item in train[:16] for doc in item["docs"][:4]]
+        summary = export_model(model_dir, max_length=MAX_LENGTH, calibration_pairs=calibration)
+        print("export:", {k: v for k, v in summary.items() if k.startswith("max_abs")})
     return model_dir
 
 
@@ -425,6 +441,9 @@ def main() -> None:
     parser.add_argument("--subcorpus", type=int, default=2500, help="MedQuAD answers indexed for candidates.")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--first-stage", action="store_true", help="Only the first stage's rows (no CE training).")
+    parser.add_argument("--cross-encoder", type=Path, default=None,
+                        help="A saved CrossEncoder folder (a pretrained reranker) to export and time instead of the "
+                             "benchmark's own briefly tuned MiniLM.")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.timing_queries, args.rerank_depth = 2, 10
@@ -441,7 +460,11 @@ def main() -> None:
     if args.first_stage:
         first_stage_section(args, data)
         return
-    model_dir = prepare_model(data["train"][: args.train_queries])
+    if args.cross_encoder:
+        model_dir = given_model(args.cross_encoder, data["train"])
+    else:
+        model_dir = prepare_model(data["train"][: args.train_queries])
+    print(f"cross-encoder: {model_dir}")
     eval_items = data["eval"][: 10 if args.quick else None]
     timing = [[(it["query"], d) for d in it["docs"]] for it in eval_items[: args.timing_queries]]
     quality = [[(it["query"], d) for d in it["docs"][: args.rerank_depth]] for it in eval_items]
