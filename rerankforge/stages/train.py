@@ -32,7 +32,7 @@ from rerankforge.errors import StageError
 from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.stages import grades_source
-from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, rejected_queries
+from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, candidate_order, rejected_queries
 from rerankforge.training.models import TUNED_CROSS_ENCODER, load_cross_encoder, trains_cross_encoder
 from rerankforge.training.models import device as _device
 
@@ -145,24 +145,14 @@ def source_positives(queries: list[Query], judgments: list[Judgment]) -> list[Ju
     return [*judgments, *top]
 
 
-def _mined_order(
-    ctx: StageContext, chunks: dict[str, Chunk], queries: list[Query], same_file_first: bool
-) -> dict[str, list[str]]:
-    """Each query's mined candidates other than its source, in rank order, the source file's first when asked (as
-    the first stage's hard negatives are taken)."""
+def _mined_order(ctx: StageContext, chunks: dict[str, Chunk], queries: list[Query]) -> dict[str, list[str]]:
+    """Each query's mined candidates in the order its hard negatives are taken (as the first stage's are)."""
     path = ctx.dir("mine") / "candidates.jsonl"
     if ctx.config.train.mined_negatives == 0 or not path.is_file():
         return {}
-    source = {q.id: chunks[q.chunk_id].source for q in queries}
-    order: dict[str, list[str]] = {}
-    for found in read_jsonl(path, CandidateList):
-        if found.query_id not in source:
-            continue
-        ids = [c.chunk_id for c in found.candidates if c.chunk_id in chunks]
-        if same_file_first:
-            ids.sort(key=lambda c, s=source[found.query_id]: chunks[c].source != s)  # stable: rank order within
-        order[found.query_id] = ids
-    return order
+    found = {c.query_id: c for c in read_jsonl(path, CandidateList)}
+    same_file = ctx.config.train.first_stage_same_file
+    return {q.id: candidate_order(found.get(q.id), chunks, q.chunk_id, same_file) for q in queries}
 
 
 def _pick(rng: random.Random, items: list[Any], n: int) -> list[Any]:
@@ -228,7 +218,7 @@ def run(ctx: StageContext) -> StageResult:
             mined_negatives=cfg.mined_negatives,
         )
 
-    mined = _mined_order(ctx, chunks, queries, same_file_first=cfg.first_stage_same_file)
+    mined = _mined_order(ctx, chunks, queries)
     rows = groups(train_ids)
     dev_rows = groups(dev_ids)  # the held-out loss curve in the report; training never sees these
     if not rows:

@@ -38,6 +38,17 @@ def rejected_queries(queries: list[Query], judgments: list[Judgment], positive_m
     return {j.query_id for j in judgments if j.chunk_id == source_of.get(j.query_id) and j.grade < positive_min_grade}
 
 
+def candidate_order(
+    found: CandidateList | None, chunks: dict[str, Chunk], source_id: str, same_file_first: bool
+) -> list[str]:
+    """A query's mined candidates other than its source chunk, in rank order; with ``same_file_first``, the
+    source file's other chunks first (stable: rank order within each)."""
+    others = [c.chunk_id for c in (found.candidates if found else []) if c.chunk_id != source_id]
+    if same_file_first:
+        others.sort(key=lambda c: chunks[c].source != chunks[source_id].source)
+    return others
+
+
 def training_triplets(
     queries: list[Query],
     chunks: dict[str, Chunk],
@@ -65,10 +76,7 @@ def training_triplets(
         source = chunks[query.chunk_id]
         if query.id in rejected:
             continue
-        ranked = candidates[query.id].candidates if query.id in candidates else []
-        others = [c.chunk_id for c in ranked if c.chunk_id != query.chunk_id]
-        if same_file_first:
-            others.sort(key=lambda c: chunks[c].source != source.source)  # stable: rank order within each
+        others = candidate_order(candidates.get(query.id), chunks, query.chunk_id, same_file_first)
         graded_negatives = [c for c in others if grades.get((query.id, c), 99) <= negative_max_grade]
         ungraded = [c for c in others if (query.id, c) not in grades]  # dense negatives the grader did not see
         picked = (graded_negatives + ungraded)[:negatives]
