@@ -31,6 +31,9 @@ GRADE_CALL_SHARE = 0.3  # a grading call (short answer) against a query-writing 
 # queries, RESULTS.md): its training per kept query and epoch (1,932 s for 4 epochs, held-out checks included),
 # the evaluate stage's scoring per kept query (378 s: the tuned and the brought reranker on the held-out lists),
 # and its export (486 s: ONNX, int8 and OpenVINO variants with their parity and speed checks).
+# Each more tuning of the first stage (train.first_stage_folds > 1): about as long as the first one (0.28 s per
+# kept query in the q600 build: it trains on most of the kept queries), and its fold's held-out lists.
+FIRST_STAGE_FOLD_SECONDS_PER_KEPT = 0.3
 CE_SECONDS_PER_KEPT_EPOCH = 1.35
 CE_EVALUATE_SECONDS_PER_KEPT = 1.06
 CE_EXPORT_SECONDS = 486.0
@@ -66,12 +69,13 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
-def seconds_per_kept_query(cross_encoder_epochs: float | None = None) -> float:
-    """Training and evaluation time per kept query: the first stage's, and a cross-encoder's trained for
-    ``cross_encoder_epochs`` (None: none is trained)."""
+def seconds_per_kept_query(cross_encoder_epochs: float | None = None, first_stage_folds: int = 1) -> float:
+    """Training and evaluation time per kept query: the first stage's (its ``first_stage_folds`` - 1 more tunings
+    included), and a cross-encoder's trained for ``cross_encoder_epochs`` (None: none is trained)."""
+    first = SECONDS_PER_KEPT_QUERY + FIRST_STAGE_FOLD_SECONDS_PER_KEPT * (first_stage_folds - 1)
     if cross_encoder_epochs is None:
-        return SECONDS_PER_KEPT_QUERY
-    return SECONDS_PER_KEPT_QUERY + CE_SECONDS_PER_KEPT_EPOCH * cross_encoder_epochs + CE_EVALUATE_SECONDS_PER_KEPT
+        return first
+    return first + CE_SECONDS_PER_KEPT_EPOCH * cross_encoder_epochs + CE_EVALUATE_SECONDS_PER_KEPT
 
 
 def seconds_after_queries(
@@ -80,12 +84,15 @@ def seconds_after_queries(
     grade_pairs_per_query: int,
     seconds_per_grade: float,
     cross_encoder_epochs: float | None = None,
+    first_stage_folds: int = 1,
 ) -> float:
     """The time the stages after query writing will take: mine, grade, train, evaluate and export (with a
-    cross-encoder trained for ``cross_encoder_epochs``, its training, scoring and export too)."""
+    cross-encoder trained for ``cross_encoder_epochs``, its training, scoring and export too; with
+    ``first_stage_folds`` > 1, the first stage's more tunings)."""
     grading = kept * grade_pairs_per_query * seconds_per_grade
     fixed = SECONDS_FIXED + (CE_EXPORT_SECONDS if cross_encoder_epochs is not None else 0.0)
-    return fixed + SECONDS_PER_CHUNK * chunks + seconds_per_kept_query(cross_encoder_epochs) * kept + grading
+    per_kept = seconds_per_kept_query(cross_encoder_epochs, first_stage_folds)
+    return fixed + SECONDS_PER_CHUNK * chunks + per_kept * kept + grading
 
 
 def expected_gain(training_queries: float) -> float:

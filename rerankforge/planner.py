@@ -89,7 +89,7 @@ def plan_build(
         llm: an :class:`~rerankforge.llm.base.LLMProvider` to use instead of the one ``config.llm`` names.
         progress: callback for the parse stage's progress bar.
     """
-    from rerankforge.stages import cross_encoder_epochs, grade_pairs_per_query
+    from rerankforge.stages import cross_encoder_epochs, first_stage_folds, grade_pairs_per_query
     from rerankforge.stages.queries import assign_styles, load_examples, queries_schema, sample_chunks
     from rerankforge.templates import load_template
 
@@ -139,9 +139,10 @@ def plan_build(
         kept_each = kept_per_call if kept_per_call is not None else KEPT_SHARE * qcfg.per_chunk
         per_call = (seconds_query + kept_each * grade_pairs * seconds_grade) / concurrency
         epochs = cross_encoder_epochs(config)
-        per_call += kept_each * seconds_per_kept_query(epochs)
+        folds = first_stage_folds(config)
+        per_call += kept_each * seconds_per_kept_query(epochs, folds)
         fixed = parse_seconds + calibration.get("load_seconds", 0.0)
-        fixed += seconds_after_queries(0, len(chunks), 0, 0, epochs)
+        fixed += seconds_after_queries(0, len(chunks), 0, 0, epochs, folds)
         room = budget - fixed
         query_calls = max(0, min(len(sample), int(room // per_call)))
     query_prompts = query_prompts[:query_calls]

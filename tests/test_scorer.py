@@ -67,6 +67,26 @@ def test_a_significant_gain_below_the_margin_is_not_served() -> None:
     assert above["scorer"]["first_stage"] == "untuned" and above["learned"] is False
 
 
+def test_the_folds_judge_the_tuned_first_stage_on_every_kept_query() -> None:
+    """Four held-out queries cannot show a gain; the same tuning's folds (each query judged by a tuning that
+    never saw it) can. They are evidence for the first stage only: the cross-encoder is judged where it was
+    held out."""
+    held_out = _lists(4, tuned_rank=0, ce="noise")
+    assert choose_scorer(held_out, k=10, p_value=0.05)["scorer"]["first_stage"] == "untuned"
+    folds = [DevList(grades=d.grades, first=d.first, tuned=d.tuned, cross_encoder=None)
+             for d in _lists(30, tuned_rank=0, ce="noise", seed=1)]  # fmt: skip
+    choice = choose_scorer(held_out, k=10, p_value=0.05, first_stage_lists=folds)
+    assert choice["scorer"]["first_stage"] == "tuned" and choice["learned"] is True
+    assert choice["judged_queries"] == 34 and choice["p_value"] < 0.05
+    assert choice["systems"]["tuned first stage, every fold"] > choice["systems"]["first stage, every fold"]
+    # folds whose tuning ranks the source lower outvote the four held-out queries that favour it
+    worse = [DevList(grades=d.grades, first=d.first, tuned=d.tuned, cross_encoder=None)
+             for d in _lists(30, tuned_rank=5, ce="noise", seed=1)]  # fmt: skip
+    assert choose_scorer(_lists(9, tuned_rank=0, ce="noise"), k=10, p_value=0.05)["scorer"]["first_stage"] == "tuned"
+    mixed = choose_scorer(_lists(9, tuned_rank=0, ce="noise"), k=10, p_value=0.05, first_stage_lists=worse)
+    assert mixed["scorer"]["first_stage"] == "untuned" and mixed["learned"] is False
+
+
 def test_a_gain_on_too_few_queries_is_not_enough() -> None:
     choice = choose_scorer(_lists(2, tuned_rank=0, ce="finds"), k=10, p_value=0.05)
     assert choice["learned"] is False and choice["scorer"]["first_stage"] == "untuned"
@@ -361,11 +381,22 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
         time_budget="off",
         queries={"max_queries": 200, "per_chunk": 1, "round_trip_top_k": 0},
         parse={"workers": 1, "combine_under_n_characters": 0},
-        train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1},
-    )
+        train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1,
+               "first_stage_folds": 3},
+    )  # fmt: skip
     result = build(cfg, llm=CodedLLM())
     evaluate = result.summary("evaluate")
     assert evaluate["scorer"]["first_stage"] == "tuned" and evaluate["better"] is True, evaluate["verdict"]
+    # judged on every kept query: the held-out ones, and two folds of the training ones, each by a tuning that
+    # never saw it (trained on every other kept query, the held-out ones included)
+    split = json.loads((run / "train" / "split.json").read_text())
+    folds = json.loads((run / "train" / "first_stage_folds" / "folds.json").read_text())["folds"]
+    assert len(folds) == 2 and sorted(q for fold in folds for q in fold) == sorted(split["train"])
+    tunings = result.summary("train")["first_stage"]["folds"]
+    assert [t["trained_on"] for t in tunings] == [len(split["train"]) + len(split["dev"]) - len(f) for f in folds]
+    assert "never saw it" in evaluate["verdict"], evaluate["verdict"]
+    every = evaluate["scorer_ndcg"]
+    assert every["tuned first stage, every fold"] > every["first stage, every fold"]
     # a tuned first stage is served in its fastest variant within 1 nDCG point of fp32 (export.first_stage_variants)
     variants = result.summary("export")["first_stage"]
     stats, served = variants["variants"], variants["recommended_variant"]

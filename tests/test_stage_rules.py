@@ -18,7 +18,7 @@ from rerankforge.stages.queries import (
     pick_dynamic_examples,
     sample_chunks,
 )
-from rerankforge.stages.train import build_groups, split_queries
+from rerankforge.stages.train import build_groups, fold_queries, split_queries
 
 # A user's examples from another collection than the passages below (what a small model copies).
 EXAMPLES = [
@@ -201,6 +201,18 @@ def test_queries_of_one_file_are_held_out_together() -> None:
     one = dict.fromkeys(["x", "y", "z", "w"], "only.md")
     train, dev = split_queries(sorted(one), 0.25, seed=0, files=one)
     assert len(dev) == 1 and len(train) == 3
+
+
+def test_folds_hold_whole_files_and_every_query_once() -> None:
+    files = {f"q{i}": f"f{i % 5}.md" for i in range(23)}  # five files of four or five queries
+    folds = fold_queries(sorted(files), 3, seed=3, files=files)
+    assert len(folds) == 3 and sorted(q for fold in folds for q in fold) == sorted(files)
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not {files[q] for q in folds[a]} & {files[q] for q in folds[b]}
+    assert max(map(len, folds)) - min(map(len, folds)) <= 5  # each file to the smallest fold so far
+    assert fold_queries(sorted(files), 3, seed=3, files=files) == folds
+    assert len(fold_queries(["a", "b"], 3, seed=0, files={"a": "x.md", "b": "x.md"})) == 1  # one file: one fold
 
 
 def test_ndcg_and_mrr_by_hand() -> None:

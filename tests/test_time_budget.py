@@ -58,6 +58,20 @@ def test_a_cross_encoder_build_plans_for_its_training_scoring_and_export() -> No
     assert seconds_after_queries(358, 3523, 0, 0.0, cross_encoder_epochs=1.0) < with_ce  # fewer epochs, less time
 
 
+def test_a_build_that_tunes_its_first_stage_per_fold_plans_for_every_tuning() -> None:
+    from rerankforge.budget import seconds_after_queries
+    from rerankforge.stages import first_stage_folds
+
+    assert first_stage_folds(load_config(None, docs="d", train={"first_stage_folds": 4})) == 4
+    assert (
+        first_stage_folds(load_config(None, docs="d", train={"first_stage_folds": 4, "tune_first_stage": False})) == 1
+    )
+    one, four = (seconds_after_queries(1205, 21602, 0, 0.0, first_stage_folds=k) for k in (1, 4))
+    # the bare 2h build tuned its first stage on 904 of 1,205 kept queries in about 220 s: three more tunings on
+    # most of the kept queries take about three times that
+    assert 3 * 200 <= four - one <= 3 * 400
+
+
 @pytest.mark.slow  # real parsing and embedding
 def test_query_writing_stops_when_the_rest_of_the_build_would_not_fit(example_docs: Path, tmp_path: Path) -> None:
     # A one-second budget cannot hold even the stages after query writing: the first round is written (the

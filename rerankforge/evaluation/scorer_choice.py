@@ -7,7 +7,8 @@ by where their own source chunk lands among the untuned first stage's top candid
 query was written from that passage, so this needs no judgment of the LLM's grades):
 
 1. the tuned bi-encoder replaces the untuned one only when it ranks the source chunks significantly higher
-   (paired one-sided t-test over the queries);
+   (paired one-sided t-test over the queries; with ``train.first_stage_folds`` > 1, over every kept query,
+   each judged by the tuning that never saw it);
 2. the cross-encoder gets a weight above 0 only when the best weight is significantly better than none
    (at ``p / len(CE_RATIOS)``, as the best of several weights).
 3. The floor: the first stage, or the reranker the user brought, untuned, where it beats the first stage. A
@@ -46,10 +47,20 @@ def _per_query(lists: list[DevList], score_of: Callable[[DevList], np.ndarray], 
     return [ndcg_of_scores(d.grades, score_of(d), k) for d in lists]
 
 
-def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None, min_gain: float = 0.0) -> dict[str, object]:
+def choose_scorer(
+    lists: list[DevList],
+    *,
+    k: int,
+    p_value: float | None,
+    min_gain: float = 0.0,
+    first_stage_lists: list[DevList] | None = None,
+) -> dict[str, object]:
     """The served scorer and the figures behind the choice (see the module doc for the rule); a part must also
-    lift the held-out nDCG@k by more than ``min_gain`` (a margin, beside the p-value)."""
+    lift the held-out nDCG@k by more than ``min_gain`` (a margin, beside the p-value). ``first_stage_lists``:
+    more queries' lists, with the cosines of a tuning that never saw them (no cross-encoder): rule 1 judges the
+    tuned first stage on them and ``lists`` together."""
     first = _per_query(lists, lambda d: d.first, k)
+    judged = lists + list(first_stage_lists or [])
 
     def better(system: list[float], baseline: list[float], tries: int = 1) -> bool:
         gain = float(np.mean(system) - np.mean(baseline)) if system else 0.0
@@ -58,9 +69,13 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None, min_ga
 
     systems: dict[str, list[float]] = {"first stage": first}
     base = "untuned"
-    if all(d.tuned is not None for d in lists) and lists:
+    first_all, tuned_all = first, None
+    if all(d.tuned is not None for d in judged) and lists:
         systems["tuned first stage"] = _per_query(lists, lambda d: d.tuned, k)
-        if better(systems["tuned first stage"], first):
+        first_all, tuned_all = _per_query(judged, lambda d: d.first, k), _per_query(judged, lambda d: d.tuned, k)
+        if len(judged) > len(lists):
+            systems["first stage, every fold"], systems["tuned first stage, every fold"] = first_all, tuned_all
+        if better(tuned_all, first_all):
             base = "tuned"
 
     def cosine(d: DevList) -> np.ndarray:
@@ -97,12 +112,16 @@ def choose_scorer(lists: list[DevList], *, k: int, p_value: float | None, min_ga
     alpha = 0.0
     if learned:  # the weight of the served score against a client's own first-stage scores
         alpha, _ = choose_alpha([(d.grades, served(d), d.first) for d in lists], lambda g: ndcg_at_k(g, k), p_value)
-    gain = round(float(np.mean(best) - np.mean(first)), 4) if lists else 0.0
+    evidence, baseline = best, first
+    if base == "tuned" and not scorer.get("cross_encoder_alone") and not scorer["cross_encoder_weight"]:
+        evidence, baseline = tuned_all, first_all  # the tuned first stage alone: judged on every fold
+    gain = round(float(np.mean(evidence) - np.mean(baseline)), 4) if lists else 0.0  # type: ignore[arg-type]
     return {
         "scorer": scorer,
         "learned": learned,
+        "judged_queries": len(evidence),  # type: ignore[arg-type]
         "gain_ndcg": gain,
-        "p_value": one_sided_p(best, first) if learned else None,
+        "p_value": one_sided_p(evidence, baseline) if learned else None,  # type: ignore[arg-type]
         "fusion_alpha": alpha,
         "systems": {name: round(float(np.mean(v)), 4) if v else 0.0 for name, v in systems.items()},
     }

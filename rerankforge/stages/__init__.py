@@ -17,6 +17,11 @@ def llm_cache_inputs(cfg: BuildConfig, template: str) -> dict[str, Any]:
     }
 
 
+def first_stage_folds(cfg: BuildConfig) -> int:
+    """The first stage's tunings the time budget plans for: ``train.first_stage_folds`` where it is tuned."""
+    return cfg.train.first_stage_folds if cfg.train.tune_first_stage else 1
+
+
 def grades_source(cfg: BuildConfig) -> bool:
     """``grade.source`` settled: "auto" grades no source passage (a query's source is its positive, at the top
     grade for a cross-encoder); the grader passed 357 of 358, 1,021 of 1,021 and 1,239 of 1,239 in measured

@@ -8,6 +8,7 @@ candidate list, so the comparison isolates what the reranker adds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,8 @@ from rerankforge.stage import StageContext, StageResult
 
 __all__ = ["VERSION", "Scorer", "compare_on_dev", "mrr_at_k", "ndcg_at_k", "run"]
 
-VERSION = "6"  # 6: the tuned cross-encoder alone and the brought reranker, untuned, are candidates
+VERSION = "7"  # 7: the tuned first stage judged on every fold (train.first_stage_folds)
+# 6: the tuned cross-encoder alone and the brought reranker, untuned, are candidates
 # 5: a build without a cross-encoder
 # 4: the served scorer (first stage, tuned first stage, cross-encoder residual) is chosen here
 # 3: "better" and a fusion weight above 0 need a significant gain
@@ -47,11 +49,28 @@ class Vectors:
         return np.stack([self.seen[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
-def tuned_vectors(ctx: StageContext) -> Vectors | None:
-    """The tuned first stage the train stage saved, if it did."""
+def fold_lists(ctx: StageContext) -> list[Any]:
+    """The lists of every fold's queries (``train.first_stage_folds`` > 1), each query's tuned cosines from the
+    tuning that never saw it: more evidence for the tuned first stage, none for a cross-encoder."""
+    from rerankforge.training.bi_encoder import FIRST_STAGE_FOLDS
+
+    folds_dir = ctx.dir("train") / FIRST_STAGE_FOLDS
+    if not (folds_dir / "folds.json").is_file():
+        return []
+    lists = []
+    for i, fold in enumerate(read_json(folds_dir / "folds.json")["folds"]):
+        tuned = tuned_vectors(ctx, folds_dir / str(i))
+        if tuned is None:  # too few queries to tune without this fold
+            return []
+        lists += dev_lists(ctx, None, tuned, query_ids=fold)
+    return lists
+
+
+def tuned_vectors(ctx: StageContext, tuned_dir: Path | None = None) -> Vectors | None:
+    """The tuned first stage the train stage saved (or the one in ``tuned_dir``), if it did."""
     from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE
 
-    tuned_dir = ctx.dir("train") / TUNED_FIRST_STAGE
+    tuned_dir = tuned_dir or ctx.dir("train") / TUNED_FIRST_STAGE
     if not (tuned_dir / "modules.json").is_file():
         return None
     from sentence_transformers import SentenceTransformer
@@ -62,11 +81,16 @@ def tuned_vectors(ctx: StageContext) -> Vectors | None:
 
 
 def dev_lists(
-    ctx: StageContext, cross_encoder: Any | None, tuned: Vectors | None = None, brought: Any | None = None
+    ctx: StageContext,
+    cross_encoder: Any | None,
+    tuned: Vectors | None = None,
+    brought: Any | None = None,
+    query_ids: list[str] | None = None,
 ) -> list[Any]:
     """The held-out queries' top candidates from the build's first-stage index, with every part's scores
     (``cross_encoder`` None: a build without one; ``tuned``: the tuned first stage, None: not tuned; ``brought``:
-    the pretrained reranker the cross-encoder was tuned from, as it came)."""
+    the pretrained reranker the cross-encoder was tuned from, as it came). ``query_ids``: these queries instead
+    of the held-out ones (a fold's, with the tuning that never saw them)."""
     import torch
 
     from rerankforge.evaluation.scorer_choice import DevList
@@ -75,7 +99,9 @@ def dev_lists(
 
     chunks = {c.id: c for c in read_jsonl(ctx.run_dir / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(ctx.run_dir / "queries" / "queries.jsonl", Query)}
-    dev = [queries[i] for i in read_json(ctx.run_dir / "train" / "split.json")["dev"]]
+    if query_ids is None:
+        query_ids = read_json(ctx.run_dir / "train" / "split.json")["dev"]
+    dev = [queries[i] for i in query_ids]
     mine = ctx.config.mine
     first = load_bi_encoder(mine.bi_encoder)
     vectors = embed(first.encode_query, [q.text for q in dev], mine.batch_size)
@@ -115,6 +141,11 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     systems = choice["systems"]
     where = f"on {n} held-out synthetic queries, each judged by its own source passage"
     scorer = choice["scorer"]
+    first = systems["first stage"]
+    if choice.get("judged_queries", n) > n:  # the tuned first stage alone, judged on every fold
+        where = (f"on {choice['judged_queries']} synthetic queries, each judged by its own source passage and by "
+                 "a tuning that never saw it")  # fmt: skip
+        first = systems["first stage, every fold"]
     parts = "the tuned first stage" if scorer["first_stage"] == "tuned" else "the first stage"
     if scorer.get("cross_encoder_alone") == "brought":
         parts = "the reranker it was given, untuned (tuning did not beat it)"
@@ -122,12 +153,12 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
         parts = "the tuned cross-encoder alone"
     elif scorer["cross_encoder_weight"]:
         parts += f" plus the cross-encoder (weight {scorer['cross_encoder_weight']:.3g})"
-    learned = {name: value for name, value in systems.items() if name != "first stage"}
+    learned = {name: value for name, value in systems.items() if name not in ("first stage", "first stage, every fold")}
     best = max(learned, key=lambda name: learned[name]) if learned else None
     tried = f"; best of the rest: {best} {learned[best]:.4f}" if best else ""
     if choice["learned"]:
         evidence = (
-            f"nDCG@{k} {choice['gain_ndcg']:+.4f} ({systems['first stage']:.4f} first stage) {where}, paired t-test "
+            f"nDCG@{k} {choice['gain_ndcg']:+.4f} ({first:.4f} first stage) {where}, paired t-test "
             f"p = {choice['p_value']:.3g}"
         )
     else:
@@ -168,7 +199,8 @@ def run(ctx: StageContext) -> StageResult:
             brought = load_cross_encoder(ctx.config.train.backbone, ctx.config.train.max_length)
     tuned = tuned_vectors(ctx)
     lists = dev_lists(ctx, model, tuned, brought)
-    choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value, min_gain=cfg.min_gain)
+    folds = fold_lists(ctx) if tuned is not None else []
+    choice = choose_scorer(lists, k=cfg.k, p_value=cfg.dev_p_value, min_gain=cfg.min_gain, first_stage_lists=folds)
     choice["scorer"]["cross_encoder"] = model is not None
     judged = {"k": cfg.k, "relevant_min": ctx.config.grade.positive_min_grade, "min_gain": cfg.min_gain,
               "p_value": cfg.dev_p_value, "progress": ctx.progress}  # fmt: skip

@@ -25,7 +25,7 @@ from rerankforge.artifacts import Chunk, Query, read_jsonl, write_jsonl
 from rerankforge.config import BuildConfig, MineConfig, QueriesConfig
 from rerankforge.errors import ConfigError, StageError
 from rerankforge.stage import StageContext, StageResult
-from rerankforge.stages import cross_encoder_epochs, grade_pairs_per_query, llm_cache_inputs
+from rerankforge.stages import cross_encoder_epochs, first_stage_folds, grade_pairs_per_query, llm_cache_inputs
 from rerankforge.templates import load_template
 
 VERSION = "5"  # 5: passage last (a cached prompt prefix), no built-in examples, queries naming "the passage" dropped
@@ -329,7 +329,8 @@ def fits_another_round(ctx: StageContext, budget: float, started: float, done: i
     kept_after = kept + ROUND * kept / done
     grade_pairs = grade_pairs_per_query(ctx.config)
     epochs = cross_encoder_epochs(ctx.config)
-    rest = seconds_after_queries(round(kept_after), chunks, grade_pairs, GRADE_CALL_SHARE * per_call, epochs)
+    rest = seconds_after_queries(round(kept_after), chunks, grade_pairs, GRADE_CALL_SHARE * per_call, epochs,
+                                 first_stage_folds(ctx.config))  # fmt: skip
     return (now - ctx.started) + ROUND * per_call + rest <= budget
 
 

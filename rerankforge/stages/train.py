@@ -32,11 +32,12 @@ from rerankforge.errors import StageError
 from rerankforge.models import resolve_model
 from rerankforge.stage import StageContext, StageResult
 from rerankforge.stages import grades_source
-from rerankforge.training.bi_encoder import TUNED_FIRST_STAGE, candidate_order, rejected_queries
+from rerankforge.training.bi_encoder import FIRST_STAGE_FOLDS, TUNED_FIRST_STAGE, candidate_order, rejected_queries
 from rerankforge.training.models import TUNED_CROSS_ENCODER, load_cross_encoder, trains_cross_encoder
 from rerankforge.training.models import device as _device
 
-VERSION = "11"  # 11: the tuned cross-encoder in train/cross_encoder (the export serves it or the backbone)
+VERSION = "12"  # 12: train.first_stage_folds: the first stage tuned once more per fold
+# 11: the tuned cross-encoder in train/cross_encoder (the export serves it or the backbone)
 # 10: without a cross-encoder, a query counts unless the grader rejected its source passage
 # 9: the first stage's tuning in bf16 autocast where the hardware has bf16 (train.precision auto)
 # 8: the cross-encoder is trained only where train.cross_encoder asks for it (auto: a reranker backbone)
@@ -79,6 +80,20 @@ def split_queries(
         dev = min(by_file.values(), key=len)
     held = set(dev)
     return sorted(q for q in shuffled if q not in held), sorted(dev)
+
+
+def fold_queries(query_ids: list[str], folds: int, seed: int, files: dict[str, str]) -> list[list[str]]:
+    """``folds`` folds of whole files (query id -> its source file), in a seeded file order, each file to the
+    smallest fold so far; with fewer files than folds, fewer (non-empty) folds."""
+    shuffled = sorted(query_ids)
+    random.Random(seed).shuffle(shuffled)
+    by_file: dict[str, list[str]] = {}
+    for query_id in shuffled:
+        by_file.setdefault(files.get(query_id, query_id), []).append(query_id)
+    out: list[list[str]] = [[] for _ in range(folds)]
+    for group in by_file.values():
+        min(out, key=len).extend(group)
+    return [sorted(fold) for fold in out if fold]
 
 
 def build_groups(
@@ -285,9 +300,11 @@ def run(ctx: StageContext) -> StageResult:
     tuned_dir = ctx.out / TUNED_FIRST_STAGE
     if not launch.follower:  # an earlier build's tuned bi-encoder must not pass for this one's
         shutil.rmtree(tuned_dir, ignore_errors=True)
+        shutil.rmtree(ctx.out / FIRST_STAGE_FOLDS, ignore_errors=True)
     first_stage = None
     if cfg.tune_first_stage:  # every rank takes part: under torchrun the bi-encoder's trainer is distributed too
         first_stage = _tune_first_stage(ctx, train_ids, queries, chunks, judgments, device, save=not launch.follower)
+        first_stage.update(_tune_folds(ctx, train_ids, dev_ids, queries, chunks, judgments, device, launch))
     if launch.follower:  # rank 0 writes the model, the card and the history
         return StageResult(files=[], summary={"steps": trainer.state.global_step, "processes": launch.world_size})
     history = [
@@ -344,7 +361,7 @@ def run(ctx: StageContext) -> StageResult:
     ]
     if first_stage is not None:
         summary["first_stage"] = first_stage
-        files += [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
+        files += _first_stage_files(ctx)
     return StageResult(files=[*files, "train/split.json", "train/loss_history.json"], summary=summary)
 
 
@@ -365,12 +382,14 @@ def _first_stage_only(
     model_dir = ctx.run_dir / "model"
     if not launch.follower:  # an earlier build's weights must not pass for this one's
         shutil.rmtree(tuned_dir, ignore_errors=True)
+        shutil.rmtree(ctx.out / FIRST_STAGE_FOLDS, ignore_errors=True)
         shutil.rmtree(ctx.out / TUNED_CROSS_ENCODER, ignore_errors=True)
         shutil.rmtree(model_dir, ignore_errors=True)
     device = _device()
     first_stage = None
     if cfg.tune_first_stage:
         first_stage = _tune_first_stage(ctx, train_ids, queries, chunks, judgments, device, save=not launch.follower)
+        first_stage.update(_tune_folds(ctx, train_ids, dev_ids, queries, chunks, judgments, device, launch))
     reason = (
         "train.cross_encoder = false"
         if cfg.cross_encoder is False
@@ -389,7 +408,7 @@ def _first_stage_only(
     model_dir.mkdir(parents=True)
     histogram = grade_histogram(judgments)
     card.write(model_dir, card.render_first_stage_only(summary, histogram))
-    files = [str(p.relative_to(ctx.run_dir)) for p in sorted(tuned_dir.rglob("*")) if p.is_file()]
+    files = _first_stage_files(ctx)
     return StageResult(files=[*files, "train/split.json"], summary=summary)
 
 
@@ -401,9 +420,10 @@ def _tune_first_stage(
     judgments: list[Judgment],
     device: str,
     save: bool,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The bi-encoder tuned on the training queries (never the held-out ones), saved to train/first_stage by the
-    process that writes (``save``)."""
+    """The bi-encoder tuned on the training queries (never the held-out ones), saved to ``out_dir`` (default
+    train/first_stage) by the process that writes (``save``)."""
     from rerankforge.training.bi_encoder import training_triplets, tune
 
     cfg, grade = ctx.config.train, ctx.config.grade
@@ -426,7 +446,7 @@ def _tune_first_stage(
     stats = tune(
         resolve_model(ctx.config.mine.bi_encoder),
         rows,
-        ctx.out / TUNED_FIRST_STAGE,
+        out_dir or ctx.out / TUNED_FIRST_STAGE,
         learning_rate=cfg.first_stage_learning_rate,
         epochs=cfg.first_stage_epochs,
         batch_size=min(cfg.first_stage_batch_size, len(rows)),
@@ -437,6 +457,45 @@ def _tune_first_stage(
         bf16=bf16,
     )
     return {**stats, "precision": "bf16" if bf16 else "fp32"}
+
+
+def _first_stage_files(ctx: StageContext) -> list[str]:
+    """The tuned first stage's files and its folds', for the stage's manifest."""
+    folders = (ctx.out / TUNED_FIRST_STAGE, ctx.out / FIRST_STAGE_FOLDS)
+    return [str(p.relative_to(ctx.run_dir)) for folder in folders for p in sorted(folder.rglob("*")) if p.is_file()]
+
+
+def _tune_folds(
+    ctx: StageContext,
+    train_ids: list[str],
+    dev_ids: list[str],
+    queries: list[Query],
+    chunks: dict[str, Chunk],
+    judgments: list[Judgment],
+    device: str,
+    launch: Launch,
+) -> dict[str, Any]:
+    """``train.first_stage_folds`` > 1: the training queries cut into K - 1 more folds of whole files, and the
+    first stage tuned once per fold on every kept query but that fold's (the held-out ones included), saved to
+    train/first_stage_folds/<i> with folds.json, so that the evaluate stage judges every kept query by a tuning
+    that never saw it."""
+    folds_dir = ctx.out / FIRST_STAGE_FOLDS
+    k = ctx.config.train.first_stage_folds
+    if k < 2:
+        return {}
+    files = {q.id: chunks[q.chunk_id].source for q in queries}
+    folds = fold_queries(train_ids, k - 1, ctx.config.train.seed, files)
+    everyone = set(train_ids) | set(dev_ids)
+    tunings = []
+    for i, fold in enumerate(folds):
+        ctx.progress(i, len(folds), f"tuning the first stage without fold {i + 1} of {len(folds)}")
+        seen = sorted(everyone - set(fold))
+        stats = _tune_first_stage(ctx, seen, queries, chunks, judgments, device, save=not launch.follower,
+                                  out_dir=folds_dir / str(i))  # fmt: skip
+        tunings.append({"judged": len(fold), "trained_on": len(seen), **stats})
+    if not launch.follower:
+        write_json(folds_dir / "folds.json", {"folds": folds})
+    return {"folds": tunings}
 
 
 def cpu_has_bf16() -> bool:

@@ -29,6 +29,7 @@ from rerankforge.ranking import SCALE
 logger = logging.getLogger(__name__)
 
 TUNED_FIRST_STAGE = "first_stage"  # train/first_stage: the bi-encoder tuned on the training queries
+FIRST_STAGE_FOLDS = "first_stage_folds"  # train/first_stage_folds/<i>: tuned without fold i (train.first_stage_folds)
 
 
 def rejected_queries(queries: list[Query], judgments: list[Judgment], positive_min_grade: int) -> set[str]:
