@@ -295,12 +295,13 @@ class TrainConfig(Section):
         3, ge=1, le=8, description="Hard negatives per query in the bi-encoder's tuning (mined candidates)."
     )
     first_stage_folds: int = Field(
-        1,
+        4,
         ge=1,
         le=8,
         description="Folds of whole files on which the evaluate stage judges the tuned first stage. 1: the "
-        "held-out queries alone. K > 1: K - 1 more tunings, each on every kept query but one fold's, so that "
-        "every kept query is judged by a tuning that never saw it (K times the evidence, K times the tuning).",
+        "held-out queries alone. K > 1: where those alone do not show a gain, K - 1 more tunings, each on every "
+        "kept query but one fold's, so that every kept query is judged by a tuning that never saw it (K times "
+        "the evidence for K times the tuning).",
     )
     first_stage_same_file: bool = Field(
         True,

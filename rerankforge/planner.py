@@ -139,12 +139,15 @@ def plan_build(
         kept_each = kept_per_call if kept_per_call is not None else KEPT_SHARE * qcfg.per_chunk
         per_call = (seconds_query + kept_each * grade_pairs * seconds_grade) / concurrency
         epochs = cross_encoder_epochs(config)
-        folds = first_stage_folds(config)
-        per_call += kept_each * seconds_per_kept_query(epochs, folds)
-        fixed = parse_seconds + calibration.get("load_seconds", 0.0)
-        fixed += seconds_after_queries(0, len(chunks), 0, 0, epochs, folds)
-        room = budget - fixed
-        query_calls = max(0, min(len(sample), int(room // per_call)))
+
+        def calls_that_fit(folds: int) -> int:
+            each = per_call + kept_each * seconds_per_kept_query(epochs, folds)
+            fixed = parse_seconds + calibration.get("load_seconds", 0.0)
+            fixed += seconds_after_queries(0, len(chunks), 0, 0, epochs, folds)
+            return max(0, min(len(sample), int((budget - fixed) // each)))
+
+        query_calls = calls_that_fit(1)
+        query_calls = calls_that_fit(first_stage_folds(config, query_calls * kept_each))
     query_prompts = query_prompts[:query_calls]
     grade_calls = query_calls * qcfg.per_chunk * grade_pairs
     query_prompt_tokens = sum(_chars(p) for p in query_prompts) / chars_per_token

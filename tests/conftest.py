@@ -160,7 +160,8 @@ FAKE_BUILD = {
     "queries": {"max_queries": 12},
     "mine": {"top_k": 4},
     "grade": {"top_k": "all", "source": True},  # every candidate graded: the grading and its rules stay tested
-    "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True},
+    # the first stage tuned once, as before its folds (test_scorer.py's floor tests tune and judge them)
+    "train": {"epochs": 2, "max_length": 128, "batch_size": 4, "cross_encoder": True, "first_stage_folds": 1},
     "export": {"first_stage_variants": []},  # one test measures them (test_vector_memo.py): 30 s a build
 }
 

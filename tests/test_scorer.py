@@ -343,6 +343,16 @@ def test_a_build_whose_queries_point_at_the_wrong_passages_serves_the_dense_orde
     assert result.summary("queries")["queries_kept"] >= 25 and evaluate["dev_queries"] >= 6
     assert evaluate["scorer"]["first_stage"] == "untuned" and evaluate["better"] is False
     assert "serves the first stage's own order" in evaluate["verdict"]
+    # the held-out queries showed no gain, so the first stage was tuned once more per fold (train.first_stage_folds
+    # = 4 by default), each time on every kept query but one fold's, and judged on every kept query: still none
+    split = json.loads((tmp_path / "run" / "train" / "split.json").read_text())
+    folds = json.loads((tmp_path / "run" / "train" / "first_stage_folds" / "folds.json").read_text())["folds"]
+    assert len(folds) == 3 and sorted(q for fold in folds for q in fold) == sorted(split["train"])
+    tunings = result.summary("train")["first_stage"]["folds"]
+    assert [t["trained_on"] for t in tunings] == [len(split["train"]) + len(split["dev"]) - len(f) for f in folds]
+    assert "never saw it" in evaluate["verdict"], evaluate["verdict"]
+    every = evaluate["scorer_ndcg"]
+    assert every["tuned first stage, every fold"] <= every["first stage, every fold"] + 0.05, every
     chunks = [c.text for c in read_jsonl(tmp_path / "run" / "parse" / "chunks.jsonl", Chunk)]
     bi_encoder = SentenceTransformer(minilm_path, device="cpu")
     client = TestClient(create_app(tmp_path / "run" / "model"))
@@ -381,22 +391,14 @@ def test_a_build_whose_queries_teach_something_real_serves_better_than_dense_thr
         time_budget="off",
         queries={"max_queries": 200, "per_chunk": 1, "round_trip_top_k": 0},
         parse={"workers": 1, "combine_under_n_characters": 0},
-        train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1,
-               "first_stage_folds": 3},
-    )  # fmt: skip
+        train={"first_stage_learning_rate": 2e-4, "first_stage_epochs": 2, "first_stage_negatives": 1},
+    )
     result = build(cfg, llm=CodedLLM())
     evaluate = result.summary("evaluate")
     assert evaluate["scorer"]["first_stage"] == "tuned" and evaluate["better"] is True, evaluate["verdict"]
-    # judged on every kept query: the held-out ones, and two folds of the training ones, each by a tuning that
-    # never saw it (trained on every other kept query, the held-out ones included)
-    split = json.loads((run / "train" / "split.json").read_text())
-    folds = json.loads((run / "train" / "first_stage_folds" / "folds.json").read_text())["folds"]
-    assert len(folds) == 2 and sorted(q for fold in folds for q in fold) == sorted(split["train"])
-    tunings = result.summary("train")["first_stage"]["folds"]
-    assert [t["trained_on"] for t in tunings] == [len(split["train"]) + len(split["dev"]) - len(f) for f in folds]
-    assert "never saw it" in evaluate["verdict"], evaluate["verdict"]
-    every = evaluate["scorer_ndcg"]
-    assert every["tuned first stage, every fold"] > every["first stage, every fold"]
+    # the held-out queries alone showed the gain: no more tunings of the first stage per fold were needed
+    assert result.summary("train")["first_stage"]["folds"].startswith("none: the held-out queries alone")
+    assert not (run / "train" / "first_stage_folds").exists()
     # a tuned first stage is served in its fastest variant within 1 nDCG point of fp32 (export.first_stage_variants)
     variants = result.summary("export")["first_stage"]
     stats, served = variants["variants"], variants["recommended_variant"]

@@ -62,10 +62,10 @@ def test_a_build_that_tunes_its_first_stage_per_fold_plans_for_every_tuning() ->
     from rerankforge.budget import seconds_after_queries
     from rerankforge.stages import first_stage_folds
 
-    assert first_stage_folds(load_config(None, docs="d", train={"first_stage_folds": 4})) == 4
-    assert (
-        first_stage_folds(load_config(None, docs="d", train={"first_stage_folds": 4, "tune_first_stage": False})) == 1
-    )
+    assert first_stage_folds(load_config(None, docs="d"), kept=336) == 4
+    assert first_stage_folds(load_config(None, docs="d", train={"tune_first_stage": False}), kept=336) == 1
+    # a build whose held-out quarter alone decided in every measured case plans for no more tunings
+    assert first_stage_folds(load_config(None, docs="d"), kept=1205) == 1
     one, four = (seconds_after_queries(1205, 21602, 0, 0.0, first_stage_folds=k) for k in (1, 4))
     # the bare 2h build tuned its first stage on 904 of 1,205 kept queries in about 220 s: three more tunings on
     # most of the kept queries take about three times that

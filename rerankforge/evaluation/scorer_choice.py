@@ -113,8 +113,9 @@ def choose_scorer(
     if learned:  # the weight of the served score against a client's own first-stage scores
         alpha, _ = choose_alpha([(d.grades, served(d), d.first) for d in lists], lambda g: ndcg_at_k(g, k), p_value)
     evidence, baseline = best, first
-    if base == "tuned" and not scorer.get("cross_encoder_alone") and not scorer["cross_encoder_weight"]:
-        evidence, baseline = tuned_all, first_all  # the tuned first stage alone: judged on every fold
+    if tuned_all is not None and not scorer.get("cross_encoder_alone") and not scorer["cross_encoder_weight"]:
+        # the first stage alone, tuned or not: judged on every fold
+        evidence, baseline = (tuned_all if base == "tuned" else first_all), first_all
     gain = round(float(np.mean(evidence) - np.mean(baseline)), 4) if lists else 0.0  # type: ignore[arg-type]
     return {
         "scorer": scorer,

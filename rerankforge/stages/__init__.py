@@ -17,9 +17,13 @@ def llm_cache_inputs(cfg: BuildConfig, template: str) -> dict[str, Any]:
     }
 
 
-def first_stage_folds(cfg: BuildConfig) -> int:
-    """The first stage's tunings the time budget plans for: ``train.first_stage_folds`` where it is tuned."""
-    return cfg.train.first_stage_folds if cfg.train.tune_first_stage else 1
+def first_stage_folds(cfg: BuildConfig, kept: float = 0) -> int:
+    """The first stage's tunings the time budget plans for with ``kept`` queries: ``train.first_stage_folds``
+    where it is tuned and the build is small enough to need them (``budget.FOLDS_PLANNED_BELOW_KEPT``)."""
+    from rerankforge.budget import FOLDS_PLANNED_BELOW_KEPT
+
+    wanted = cfg.train.tune_first_stage and kept < FOLDS_PLANNED_BELOW_KEPT
+    return cfg.train.first_stage_folds if wanted else 1
 
 
 def grades_source(cfg: BuildConfig) -> bool:

@@ -330,7 +330,7 @@ def fits_another_round(ctx: StageContext, budget: float, started: float, done: i
     grade_pairs = grade_pairs_per_query(ctx.config)
     epochs = cross_encoder_epochs(ctx.config)
     rest = seconds_after_queries(round(kept_after), chunks, grade_pairs, GRADE_CALL_SHARE * per_call, epochs,
-                                 first_stage_folds(ctx.config))  # fmt: skip
+                                 first_stage_folds(ctx.config, kept_after))  # fmt: skip
     return (now - ctx.started) + ROUND * per_call + rest <= budget
 
 

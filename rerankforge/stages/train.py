@@ -478,11 +478,22 @@ def _tune_folds(
     """``train.first_stage_folds`` > 1: the training queries cut into K - 1 more folds of whole files, and the
     first stage tuned once per fold on every kept query but that fold's (the held-out ones included), saved to
     train/first_stage_folds/<i> with folds.json, so that the evaluate stage judges every kept query by a tuning
-    that never saw it."""
+    that never saw it. Not where the held-out queries alone already show the tuned first stage's gain (the
+    evaluate stage's rule 1): more evidence would change nothing. Under torchrun every rank tunes the folds (the
+    ranks must agree without a check)."""
+    from rerankforge.evaluation.held_out import held_out_lists, tuned_vectors
+    from rerankforge.evaluation.scorer_choice import choose_scorer
+
     folds_dir = ctx.out / FIRST_STAGE_FOLDS
     k = ctx.config.train.first_stage_folds
-    if k < 2:
+    tuned = tuned_vectors(ctx.out / TUNED_FIRST_STAGE, ctx.config.mine.batch_size) if not launch.follower else None
+    if k < 2 or (tuned is None and not launch.distributed):
         return {}
+    if not launch.distributed:
+        ev = ctx.config.evaluate
+        lists = held_out_lists(ctx.run_dir, ctx.config, dev_ids, tuned=tuned, progress=ctx.progress)
+        if choose_scorer(lists, k=ev.k, p_value=ev.dev_p_value, min_gain=ev.min_gain)["learned"]:
+            return {"folds": "none: the held-out queries alone show the tuned first stage's gain"}
     files = {q.id: chunks[q.chunk_id].source for q in queries}
     folds = fold_queries(train_ids, k - 1, ctx.config.train.seed, files)
     everyone = set(train_ids) | set(dev_ids)
