@@ -92,6 +92,7 @@ def test_real_build_end_to_end_offline_then_a_rerun_that_does_nothing(tmp_path: 
             epochs = 3
             max_length = 192
             dev_fraction = 0.3
+            first_stage_folds = 1  # the folds are tested in test_scorer.py: here, three tunings less
             """
         )
     )

@@ -121,6 +121,7 @@ def choose_scorer(
         "scorer": scorer,
         "learned": learned,
         "judged_queries": len(evidence),  # type: ignore[arg-type]
+        "every_fold_queries": len(judged),  # the held-out queries and every fold's (the tuned first stage's test)
         "gain_ndcg": gain,
         "p_value": one_sided_p(evidence, baseline) if learned else None,  # type: ignore[arg-type]
         "fusion_alpha": alpha,

@@ -32,8 +32,8 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
     scorer = choice["scorer"]
     first = systems["first stage"]
     if choice.get("judged_queries", n) > n:  # the tuned first stage alone, judged on every fold
-        where = (f"on {choice['judged_queries']} synthetic queries, each judged by its own source passage and by "
-                 "a tuning that never saw it")  # fmt: skip
+        where = (f"on {choice['judged_queries']} held-out synthetic queries (the held-out split and every fold), "
+                 "each judged by its own source passage under a tuning that never saw it")  # fmt: skip
         first = systems["first stage, every fold"]
     parts = "the tuned first stage" if scorer["first_stage"] == "tuned" else "the first stage"
     if scorer.get("cross_encoder_alone") == "brought":
