@@ -51,7 +51,7 @@ def scorer_verdict(choice: dict[str, Any], n: int, k: int) -> str:
             f"p = {choice['p_value']:.3g}"
         )
     else:
-        evidence = f"nDCG@{k} {systems['first stage']:.4f} {where}{tried}, no significant gain above the margin"
+        evidence = f"nDCG@{k} {first:.4f} {where}{tried}, no significant gain above the margin"
     return verdict(
         choice["gain_ndcg"],  # 0 when nothing was learned: the served scorer is then the untuned first stage
         bool(choice["learned"]),
