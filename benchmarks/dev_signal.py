@@ -31,12 +31,11 @@ from pathlib import Path
 
 import numpy as np
 from medquad_data import require_data
-from medquad_scorer import MINILM, SOURCES, chunk_position, compare, ndcg, real_questions, source_of
+from medquad_scorer import MINILM, SOURCES, chunk_position, compare, ndcg, source_tops
 from scipy.stats import spearmanr
 
 from rerankforge.artifacts import CandidateList, Chunk, Query, read_json, read_jsonl
 from rerankforge.index.qdrant import QdrantIndex
-from rerankforge.index.vector_cache import VectorCache
 from rerankforge.training.bi_encoder import training_triplets, tune
 
 NEIGHBOURS = 2
@@ -186,15 +185,7 @@ def main() -> None:
         return source, near
 
     # real questions: the target's, dense top-20 over the whole corpus
-    docs, evaluated, _ = real_questions(500, 100_000)
-    evaluated = [(q, rel) for q, rel in evaluated if source_of(next(iter(rel))) == args.target][: args.questions]
-    ids = list(docs)
-    vectors = VectorCache(MINILM).embed(
-        [docs[i] for i in ids], lambda todo: base.encode(todo, normalize_embeddings=True, batch_size=64)
-    )
-    real_vectors = base.encode([q for q, _ in evaluated], normalize_embeddings=True, batch_size=64)
-    tops = [[ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:20]] for v in real_vectors]
-    dense = [ndcg(top, rel) for top, (_, rel) in zip(tops, evaluated, strict=True)]
+    docs, evaluated, tops, dense = source_tops(base, args.target, limit=args.questions)
 
     def real_values(score) -> list[float]:
         score.prepare([docs[d] for top in tops for d in top])

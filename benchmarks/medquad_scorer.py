@@ -200,6 +200,23 @@ class Bench:
         return out
 
 
+def source_tops(encoder: object, target: str, per_source: int = 100_000, limit: int = 0) -> tuple:
+    """(corpus, the target source's evaluated (question, qrels) in ``served_quality.py``'s order, at most ``limit``
+    of them (0: all), each one's dense top-20 over the whole corpus, and dense's nDCG@10 per question)."""
+    docs, evaluated, _ = real_questions(500, per_source)
+    evaluated = [(q, rel) for q, rel in evaluated if source_of(next(iter(rel))) == target]
+    evaluated = evaluated[:limit] if limit else evaluated
+    ids = list(docs)
+    vectors = VectorCache(MINILM).embed(
+        [docs[i] for i in ids],
+        lambda todo: encoder.encode(todo, normalize_embeddings=True, batch_size=64),  # type: ignore[attr-defined]
+    )
+    q_vectors = encoder.encode([q for q, _ in evaluated], normalize_embeddings=True, batch_size=64)  # type: ignore[attr-defined]
+    tops = [[ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:20]] for v in q_vectors]
+    dense = [ndcg(top, rel) for top, (_, rel) in zip(tops, evaluated, strict=True)]
+    return docs, evaluated, tops, dense
+
+
 def compare(values: list[float], dense: list[float]) -> dict[str, object]:
     """nDCG@10 against dense on the same questions: gain, the paired one-sided t-test, wins and losses."""
     d = np.asarray(values) - np.asarray(dense)

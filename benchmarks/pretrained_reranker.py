@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from medquad_data import require_data
-from medquad_scorer import MINILM, SOURCES, compare, ndcg, real_questions, source_of
-
-from rerankforge.index.vector_cache import VectorCache
+from medquad_scorer import MINILM, SOURCES, compare, ndcg, source_tops
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".cache" / "bench-pretrained" / "results.jsonl"
@@ -57,19 +55,9 @@ def main() -> None:
 
     from rerankforge import Reranker
 
-    docs, evaluated, _ = real_questions(500, 100_000)
-    evaluated = [(q, rel) for q, rel in evaluated if source_of(next(iter(rel))) == args.target]
-    if args.max_questions:
-        evaluated = evaluated[: args.max_questions]
-    ids = list(docs)
     encoder = SentenceTransformer(MINILM, device="cpu")
-    vectors = VectorCache(MINILM).embed(
-        [docs[i] for i in ids], lambda todo: encoder.encode(todo, normalize_embeddings=True, batch_size=64)
-    )
-    questions = [q for q, _ in evaluated]
-    q_vectors = encoder.encode(questions, normalize_embeddings=True, batch_size=64)
-    tops = [[ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:20]] for v in q_vectors]
-    dense = [ndcg(top, rel) for top, (_, rel) in zip(tops, evaluated, strict=True)]
+    docs, evaluated, tops, dense = source_tops(encoder, args.target, limit=args.max_questions)
+    ids = list(docs)
 
     saved = json.loads(VALUES.read_text()) if VALUES.is_file() else {}
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from medquad_data import DATA, require_data
-from medquad_scorer import MINILM, SOURCES, compare, jsonl, ndcg, real_questions, source_of
+from medquad_scorer import MINILM, SOURCES, compare, jsonl, ndcg, source_of, source_tops
 
 from rerankforge.index.vector_cache import VectorCache
 from rerankforge.stages.train import cpu_has_bf16
@@ -164,15 +164,7 @@ def main() -> None:
     print(f"stand-in: {out} (trained in {cost['train_seconds']} s on {cost['pairs']} pairs)")
 
     # the target's questions, the dense top-20 of each over the whole corpus, reranked by the stand-in alone
-    docs, evaluated, _ = real_questions(500, args.per_source)
-    evaluated = [(q, rel) for q, rel in evaluated if source_of(next(iter(rel))) == args.target]
-    ids = list(docs)
-    vectors = VectorCache(MINILM).embed(
-        [docs[i] for i in ids], lambda todo: encoder.encode(todo, normalize_embeddings=True, batch_size=64)
-    )
-    q_vectors = encoder.encode([q for q, _ in evaluated], normalize_embeddings=True, batch_size=64)
-    tops = [[ids[i] for i in np.argsort(-(vectors @ v), kind="stable")[:20]] for v in q_vectors]
-    dense = [ndcg(top, rel) for top, (_, rel) in zip(tops, evaluated, strict=True)]
+    docs, evaluated, tops, dense = source_tops(encoder, args.target, per_source=args.per_source)
     standin = CrossEncoder(str(out), device="cpu", max_length=MAX_LENGTH)
     t = time.time()
     values = []

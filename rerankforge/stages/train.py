@@ -486,8 +486,10 @@ def _tune_folds(
 
     folds_dir = ctx.out / FIRST_STAGE_FOLDS
     k = ctx.config.train.first_stage_folds
-    tuned = tuned_vectors(ctx.out / TUNED_FIRST_STAGE, ctx.config.mine.batch_size) if not launch.follower else None
-    if k < 2 or (tuned is None and not launch.distributed):
+    if k < 2:
+        return {}
+    tuned = tuned_vectors(ctx.out / TUNED_FIRST_STAGE, ctx.config.mine.batch_size) if not launch.distributed else None
+    if tuned is None and not launch.distributed:  # the first tuning was skipped: too few queries
         return {}
     if not launch.distributed:
         ev = ctx.config.evaluate
