@@ -34,7 +34,7 @@ from medquad_data import require_data
 from medquad_scorer import MINILM, SOURCES, chunk_position, compare, ndcg, source_tops
 from scipy.stats import spearmanr
 
-from rerankforge.artifacts import CandidateList, Chunk, Query, read_json, read_jsonl
+from rerankforge.artifacts import Candidate, CandidateList, Chunk, Query, read_json, read_jsonl
 from rerankforge.index.qdrant import QdrantIndex
 from rerankforge.training.bi_encoder import training_triplets, tune
 
@@ -46,6 +46,9 @@ RECIPES = {
     "dense3": (2e-5, 1.0, "dense3"),
     "random": (2e-5, 1.0, "random"),
     "lr5e-5x2": (5e-5, 2.0, "build"),
+    # a second round at no LLM cost: each fold's build-rule model re-mines its training queries' top 10 over every
+    # chunk and is tuned again, from its own weights, on the build rule's negatives from those candidates
+    "round2": (2e-5, 1.0, "build"),
 }
 
 
@@ -79,6 +82,22 @@ def triplets(kind: str, picked: list[Query], chunks, candidates, cfg: dict) -> l
         negatives=int(count) if count else cfg["train"]["first_stage_negatives"],
         same_file_first=name == "build",
     )
+
+
+def remined(folder: Path, picked: list[Query], chunks: dict[str, Chunk], k: int) -> dict[str, CandidateList]:
+    """Each query's top ``k`` chunks under the bi-encoder in ``folder`` (exact cosine over every chunk)."""
+    score = Cosines(folder)
+    ids = sorted(chunks)
+    score.prepare([chunks[i].text for i in ids])
+    matrix = np.stack([score.memo[chunks[i].text] for i in ids]).astype(np.float32)
+    with score.autocast():
+        q = score.model.encode([p.text for p in picked], normalize_embeddings=True, batch_size=64)
+    out = {}
+    for query, sims in zip(picked, np.asarray(q, dtype=np.float32) @ matrix.T, strict=True):
+        top = np.argsort(-sims, kind="stable")[:k]
+        out[query.id] = CandidateList(query_id=query.id, candidates=[
+            Candidate(chunk_id=ids[i], score=float(sims[i]), rank=r) for r, i in enumerate(top)])  # fmt: skip
+    return out
 
 
 def interpolate(base: Path | str, tuned: Path, alpha: float, out: Path) -> Path:
@@ -229,7 +248,13 @@ def main() -> None:
             if not (out / "modules.json").is_file():
                 seen = {q for g, fold in enumerate(folds) if g != f for q in fold}
                 picked = [queries[q] for q in sorted(seen)]
-                tune(MINILM, triplets(kind, picked, chunks, candidates, cfg), out, learning_rate=lr, epochs=epochs,
+                start, mined = MINILM, candidates
+                if name == "round2":
+                    start = work / f"build-fold{f}"
+                    if not (start / "modules.json").is_file():
+                        raise SystemExit(f"round2 tunes {start} again: run --recipes build first")
+                    mined = remined(start, picked, chunks, cfg["mine"]["top_k"])
+                tune(str(start), triplets(kind, picked, chunks, mined, cfg), out, learning_rate=lr, epochs=epochs,
                      batch_size=16, seed=13, device="cpu", bf16=True)  # fmt: skip
             fold_dirs.append(out)
         record(name, fold_dirs, time.time() - started)
