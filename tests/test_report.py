@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from rerankforge.cli.main import app
 from rerankforge.config import EvaluateConfig
 from rerankforge.evaluation import LabelledEvalSpec, run_labelled_evaluation
+from rerankforge.evaluation.scorer_choice import HOW_FAR_TO_TRUST
 from rerankforge.report import write_report
 from tests.conftest import fake_build_toml
 
@@ -86,6 +87,9 @@ def test_report_files_and_markdown_summary(reported) -> None:
     assert f"The reranker is {result['verdict']}" in markdown
     assert "| BM25 (bm25s) |" in markdown and "| baseline |" in markdown
     assert "Held-out synthetic queries." in markdown
+    # the synthetic verdict comes with what it has been worth on real questions, in both reports
+    assert f"How far to trust it: {HOW_FAR_TO_TRUST}." in markdown
+    assert "How far to trust it:" in report.html.read_text() and "Spearman" in report.html.read_text()
     assert str(report.html) in markdown
     data = json.loads((run_dir / "report" / "report.json").read_text())
     assert data["llm"]["calls"] > 0 and data["llm"]["source"] == "build.json"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rerankforge.artifacts import atomic_write_text, write_json
+from rerankforge.evaluation.scorer_choice import HOW_FAR_TO_TRUST
 from rerankforge.report import plots
 from rerankforge.report.collect import collect
 
@@ -129,6 +130,7 @@ def markdown_summary(data: dict[str, Any], html: Path) -> str:
     if data["evaluation"]:
         ev = data["evaluation"]
         lines += [f"**Held-out synthetic queries.** The reranker is {ev['verdict']}", ""]
+        lines += [f"How far to trust it: {HOW_FAR_TO_TRUST}.", ""]
         choice = ev.get("scorer_choice")
         if choice:
             systems = ", ".join(f"{n} {v:.4f}" for n, v in choice["systems"].items())
@@ -209,7 +211,9 @@ def write_report(run_dir: Path, *, latency: bool = True) -> Report:
     template_text = resources.files("rerankforge.report").joinpath("report.html.jinja").read_text(encoding="utf-8")
     template = Environment(autoescape=select_autoescape(default=True)).from_string(template_text)
     html = run_dir / REPORT_HTML
-    atomic_write_text(html, template.render(data=data, figures=figures, verdict=verdict, better=better))
+    atomic_write_text(
+        html, template.render(data=data, figures=figures, verdict=verdict, better=better, trust=HOW_FAR_TO_TRUST)
+    )
     html.chmod(0o644)  # a page to open and share (atomic writes create files readable by their owner only)
     markdown = markdown_summary(data, html)
     markdown_path = run_dir / REPORT_MD
