@@ -159,11 +159,24 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--questions", type=int, default=300)
     parser.add_argument("--wise", type=float, nargs="*", default=[0.5], help="interpolations of the build recipe")
+    parser.add_argument("--served-only", action="store_true", help="only the build's own tuned first stage, real")
     args = parser.parse_args()
     require_data()
     from sentence_transformers import SentenceTransformer
 
     run = args.run_dir
+    if args.served_only:  # the build's train/first_stage on the real questions, no folds
+        docs, evaluated, tops, dense = source_tops(SentenceTransformer(MINILM, device="cpu"), args.target,
+                                                   limit=args.questions)  # fmt: skip
+        score = Cosines(run / "train" / "first_stage")
+        score.prepare([docs[d] for top in tops for d in top])
+        real = [ndcg([top[i] for i in np.argsort(-score(q, [docs[d] for d in top]), kind="stable")], rel)
+                for top, (q, rel) in zip(tops, evaluated, strict=True)]  # fmt: skip
+        out = {"recipe": "the build's own tuned first stage", "target": args.target, "real": compare(real, dense)}
+        with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(out) + "\n")
+        print(out)
+        return
     cfg = read_json(run / "config.json")
     chunks = {c.id: c for c in read_jsonl(run / "parse" / "chunks.jsonl", Chunk)}
     queries = {q.id: q for q in read_jsonl(run / "queries" / "queries.jsonl", Query)}
