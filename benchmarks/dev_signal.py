@@ -100,6 +100,16 @@ def remined(folder: Path, picked: list[Query], chunks: dict[str, Chunk], k: int)
     return out
 
 
+def real_ndcg(score, docs: dict[str, str], evaluated: list, tops: list[list[str]]) -> list[float]:
+    """nDCG@10 of each real question's dense top-20 reordered by ``score`` (a ``Cosines``)."""
+    score.prepare([docs[d] for top in tops for d in top])
+    out = []
+    for top, (question, rel) in zip(tops, evaluated, strict=True):
+        s = score(question, [docs[d] for d in top])
+        out.append(ndcg([top[i] for i in np.argsort(-s, kind="stable")], rel))
+    return out
+
+
 def interpolate(base: Path | str, tuned: Path, alpha: float, out: Path) -> Path:
     """The weights (1 - alpha) * base + alpha * tuned (weight-space ensembling), saved as a folder."""
     from sentence_transformers import SentenceTransformer
@@ -168,10 +178,7 @@ def main() -> None:
     if args.served_only:  # the build's train/first_stage on the real questions, no folds
         docs, evaluated, tops, dense = source_tops(SentenceTransformer(MINILM, device="cpu"), args.target,
                                                    limit=args.questions)  # fmt: skip
-        score = Cosines(run / "train" / "first_stage")
-        score.prepare([docs[d] for top in tops for d in top])
-        real = [ndcg([top[i] for i in np.argsort(-score(q, [docs[d] for d in top]), kind="stable")], rel)
-                for top, (q, rel) in zip(tops, evaluated, strict=True)]  # fmt: skip
+        real = real_ndcg(Cosines(run / "train" / "first_stage"), docs, evaluated, tops)
         out = {"recipe": "the build's own tuned first stage", "target": args.target, "real": compare(real, dense)}
         with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(out) + "\n")
@@ -220,12 +227,7 @@ def main() -> None:
     docs, evaluated, tops, dense = source_tops(base, args.target, limit=args.questions)
 
     def real_values(score) -> list[float]:
-        score.prepare([docs[d] for top in tops for d in top])
-        out = []
-        for top, (question, rel) in zip(tops, evaluated, strict=True):
-            s = score(question, [docs[d] for d in top])
-            out.append(ndcg([top[i] for i in np.argsort(-s, kind="stable")], rel))
-        return out
+        return real_ndcg(score, docs, evaluated, tops)
 
     base_source, base_near = dev_values(lambda f: None)
     n_hold = len(folds[0])
