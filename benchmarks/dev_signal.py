@@ -18,6 +18,7 @@ Real: the fold-1 model (what the build serves today) reranks the dense top-20, o
 target source's first ``--questions`` real questions in ``served_quality.py``'s seeded order. Rows (gain, paired
 one-sided p, wins / losses against the untuned model on the same queries or questions) are appended to
 ``RUN_DIR/dev_signal.jsonl``, and at the end the Spearman correlation of each signal's gain with the real gain.
+``--paired build round2`` compares two recipes' fold-1 models, tuned by an earlier run, on the real questions.
 """
 
 from __future__ import annotations
@@ -170,6 +171,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=300)
     parser.add_argument("--wise", type=float, nargs="*", default=[0.5], help="interpolations of the build recipe")
     parser.add_argument("--served-only", action="store_true", help="only the build's own tuned first stage, real")
+    parser.add_argument("--paired", nargs=2, metavar=("A", "B"), help="real gain of recipe B's fold-1 model over A's")
     args = parser.parse_args()
     require_data()
     from sentence_transformers import SentenceTransformer
@@ -180,6 +182,16 @@ def main() -> None:
                                                    limit=args.questions)  # fmt: skip
         real = real_ndcg(Cosines(run / "train" / "first_stage"), docs, evaluated, tops)
         out = {"recipe": "the build's own tuned first stage", "target": args.target, "real": compare(real, dense)}
+        with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(out) + "\n")
+        print(out)
+        return
+    if args.paired:  # two recipes' fold-1 models (tuned by an earlier run) on the same real questions
+        docs, evaluated, tops, _ = source_tops(SentenceTransformer(MINILM, device="cpu"), args.target,
+                                               limit=args.questions)  # fmt: skip
+        a, b = (real_ndcg(Cosines(run.parent / f".dev-signal-{run.name}" / f"{name}-fold0"), docs, evaluated, tops)
+                for name in args.paired)  # fmt: skip
+        out = {"recipe": f"{args.paired[1]} over {args.paired[0]}", "target": args.target, "real": compare(b, a)}
         with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(out) + "\n")
         print(out)
