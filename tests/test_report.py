@@ -199,3 +199,21 @@ def test_eval_command_on_a_model_folder_with_a_beir_sample_of_medquad(fake_build
     assert "your labelled queries (12 queries)" in out.output
     assert "The reranker is" in out.output
     assert not (source / "eval").exists()  # a model folder: nothing is written into the run
+
+
+def test_summary_of_a_build_evaluated_before_every_fold_queries_was_recorded(tmp_path: Path) -> None:
+    """A run folder whose evaluate stage is cached from an older version: its metrics lack every_fold_queries,
+    and the summary counts the queries the choice judged, not "None"."""
+    from rerankforge.report.render import markdown_summary
+
+    figures = {"ndcg@10": 0.4968, "mrr@10": 0.4167}
+    choice = {
+        "dev_queries": 4,
+        "judged_queries": 17,
+        "systems": {"first stage": 0.4968, "first stage, every fold": 0.7555},
+    }
+    evaluation = {"verdict": "NOT better", "better": False, "scorer_choice": choice, "fusion": {"alpha": 0.0},
+                  "metrics": {"first_stage": figures, "reranked": figures}, "main_metric": "ndcg@10"}  # fmt: skip
+    data = {"labelled": None, "evaluation": evaluation, "stages": [], "synthetic": {}, "llm": {}}
+    summary = markdown_summary(data, tmp_path / "report.html")
+    assert "(every fold: all 17 kept queries)" in summary and "None" not in summary

@@ -136,7 +136,9 @@ def markdown_summary(data: dict[str, Any], html: Path) -> str:
             systems = ", ".join(f"{n} {v:.4f}" for n, v in choice["systems"].items())
             where = f"{choice['dev_queries']} held-out queries judged by their source passage"
             if "first stage, every fold" in choice["systems"]:
-                where += f" (every fold: all {choice.get('every_fold_queries')} kept queries)"
+                # builds evaluated before every_fold_queries was recorded judged the same queries
+                kept = choice.get("every_fold_queries", choice.get("judged_queries"))
+                where += f" (every fold: all {kept} kept queries)"
             lines += [f"Served-scorer choice, nDCG@10 on {where}: {systems}", ""]
         alpha = ev["fusion"].get("cross_encoder_alpha", ev["fusion"]["alpha"])
         judged = "served scorer" if _without_cross_encoder(ev) else "cross-encoder alone"
