@@ -40,8 +40,8 @@ from rerankforge.index.qdrant import QdrantIndex
 from rerankforge.training.bi_encoder import training_triplets, tune
 
 NEIGHBOURS = 2
-# NAME: (learning rate, epochs, negatives: build = the build's rule (3, the source file's first), dense3 = the
-# three best other candidates of any file, random = three chunks of other files)
+# NAME: (learning rate, epochs, negatives: build = the build's rule until 2026-12-07 (3, the source file's first),
+# dense3 = the three best other candidates of any file (the build's rule since), random = three chunks of other files)
 RECIPES = {
     "build": (2e-5, 1.0, "build"),
     "dense3": (2e-5, 1.0, "dense3"),

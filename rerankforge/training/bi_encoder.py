@@ -3,7 +3,7 @@
 Tuning is source-anchored: a query's positive is the chunk it was written from (kept only when the grader
 also called it relevant), its hard negatives (``train.first_stage_negatives``) the best-ranked candidates
 the grader called not relevant, then the best-ranked ones the grader did not judge (beyond ``grade.top_k``),
-the source file's own first (``train.first_stage_same_file``), then chunks of other documents; candidates
+with ``train.first_stage_same_file`` the source file's own first, then chunks of other documents; candidates
 the grader called relevant are never negatives. The other queries' passages in the
 batch are more negatives
 (sentence-transformers' MultipleNegativesRankingLoss, cosine scaled by ``SCALE``).
