@@ -308,7 +308,7 @@ class TrainConfig(Section):
         description="Take the bi-encoder's hard negatives from the source file's other candidates first (the "
         "same topic, another aspect) instead of in the first stage's rank order. Off: on each of MedQuAD's three "
         "sources, measured separately, rank order gained more on real questions (+0.002 to +0.007 nDCG@10; "
-        "combined p 0.03), and where one answer runs over several chunks of a file, its other chunks are not "
+        "combined p 0.03), and where one answer runs over several chunks of a file, its other chunks are false "
         "negatives (benchmarks/RESULTS.md).",
     )
 
