@@ -111,6 +111,12 @@ def real_ndcg(score, docs: dict[str, str], evaluated: list, tops: list[list[str]
     return out
 
 
+def append_row(run: Path, out: dict) -> None:
+    """One result row, appended to RUN_DIR/dev_signal.jsonl."""
+    with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(out) + "\n")
+
+
 def interpolate(base: Path | str, tuned: Path, alpha: float, out: Path) -> Path:
     """The weights (1 - alpha) * base + alpha * tuned (weight-space ensembling), saved as a folder."""
     from sentence_transformers import SentenceTransformer
@@ -177,23 +183,17 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     run = args.run_dir
-    if args.served_only:  # the build's train/first_stage on the real questions, no folds
+    if args.served_only or args.paired:  # real questions only: models tuned before, no folds
         docs, evaluated, tops, dense = source_tops(SentenceTransformer(MINILM, device="cpu"), args.target,
                                                    limit=args.questions)  # fmt: skip
-        real = real_ndcg(Cosines(run / "train" / "first_stage"), docs, evaluated, tops)
-        out = {"recipe": "the build's own tuned first stage", "target": args.target, "real": compare(real, dense)}
-        with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(out) + "\n")
-        print(out)
-        return
-    if args.paired:  # two recipes' fold-1 models (tuned by an earlier run) on the same real questions
-        docs, evaluated, tops, _ = source_tops(SentenceTransformer(MINILM, device="cpu"), args.target,
-                                               limit=args.questions)  # fmt: skip
-        a, b = (real_ndcg(Cosines(run.parent / f".dev-signal-{run.name}" / f"{name}-fold0"), docs, evaluated, tops)
-                for name in args.paired)  # fmt: skip
-        out = {"recipe": f"{args.paired[1]} over {args.paired[0]}", "target": args.target, "real": compare(b, a)}
-        with (run / "dev_signal.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(out) + "\n")
+        if args.served_only:  # the build's own train/first_stage
+            real = real_ndcg(Cosines(run / "train" / "first_stage"), docs, evaluated, tops)
+            out = {"recipe": "the build's own tuned first stage", "target": args.target, "real": compare(real, dense)}
+        else:  # two recipes' fold-1 models, tuned by an earlier run, on the same questions
+            a, b = (real_ndcg(Cosines(run.parent / f".dev-signal-{run.name}" / f"{name}-fold0"), docs, evaluated,
+                              tops) for name in args.paired)  # fmt: skip
+            out = {"recipe": f"{args.paired[1]} over {args.paired[0]}", "target": args.target, "real": compare(b, a)}
+        append_row(run, out)
         print(out)
         return
     cfg = read_json(run / "config.json")
@@ -243,7 +243,6 @@ def main() -> None:
 
     base_source, base_near = dev_values(lambda f: None)
     n_hold = len(folds[0])
-    results_file = run / "dev_signal.jsonl"
     rows = []
 
     def record(name: str, fold_dirs: list[Path], seconds: float) -> None:
@@ -262,8 +261,7 @@ def main() -> None:
             "real, the fold models' soup": compare(soup_real, dense),
         }
         rows.append(out)
-        with results_file.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(out) + "\n")
+        append_row(run, out)
         print(name, {k: (v["gain"], v["p_greater"]) for k, v in out.items() if isinstance(v, dict)}, flush=True)
 
     work = run.parent / f".dev-signal-{run.name}"
