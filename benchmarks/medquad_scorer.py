@@ -18,7 +18,10 @@ the queries of these styles, joined by +, e.g. ``question``, or ``all``; TITLED:
 passage's section title on top of its text where the text does not name it); ``--oracle N`` tunes it on N real
 questions that are not among the evaluated ones, with their own answers as positives (never the product's
 path: it separates the training design from the synthetic data's quality). Rows are appended to
-RUN_DIR/scorer_results.jsonl.
+RUN_DIR/scorer_results.jsonl, and each row's per-question values to RUN_DIR/scorer_values.json, so that two rows
+compare paired on the same questions (all 500, then each source):
+
+    .venv/bin/python benchmarks/medquad_scorer.py RUN_DIR --paired "served scorer (the build's choice)" samefile3
 """
 
 from __future__ import annotations
@@ -246,7 +249,27 @@ def row(bench: Bench, name: str, values: list[float], **extra: object) -> dict:
     print(json.dumps(out))
     with open(bench.run_dir / "scorer_results.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(out) + "\n")
+    # each question's nDCG@10, in the same order for every row, so that two rows can be compared paired
+    # (``paired_rows``): rerunning a row replaces its values
+    saved = bench.run_dir / "scorer_values.json"
+    every = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}
+    every.update(sources=bench.sources, overall=bench.overall)
+    every[name] = [round(float(v), 6) for v in values]
+    saved.write_text(json.dumps(every), encoding="utf-8")
     return out
+
+
+def paired_rows(run_dir: Path, a: str, b: str) -> None:
+    """Row ``a`` against row ``b`` on the same questions (all, then each source): gain, one-sided p, wins / losses."""
+    every = json.loads((run_dir / "scorer_values.json").read_text(encoding="utf-8"))
+    if "sources" not in every:
+        raise SystemExit(f"{run_dir}/scorer_values.json has no question sources: rerun a row with this version")
+    sources = every["sources"]
+    n = every["overall"]
+    print(json.dumps({"a": a, "b": b, "all": compare(every[a][:n], every[b][:n])}))
+    for source in SOURCES:
+        pick = [i for i, s in enumerate(sources) if s == source]
+        print(json.dumps({"source": source, **compare([every[a][i] for i in pick], [every[b][i] for i in pick])}))
 
 
 # the build's rule; the best other candidate, grades ignored; another file; the build's rule with the source file's
@@ -357,7 +380,8 @@ def synthetic_triplets(
 
 def remined_triplets(run_dir: Path, model_dir: Path, cfg: dict, negatives: int, bf16: bool) -> list[dict[str, str]]:
     """A second round at no LLM cost (self-training): the training queries' candidates mined again over every
-    chunk by the first round's tuned bi-encoder, and the build's rule (the source file's first) on them."""
+    chunk by the first round's tuned bi-encoder, and the build's rule on them (the source file's first where the
+    build's ``train.first_stage_same_file`` says so, as it did by default before 2026-12-07)."""
     import contextlib
 
     import torch
@@ -391,7 +415,7 @@ def remined_triplets(run_dir: Path, model_dir: Path, cfg: dict, negatives: int, 
     return training_triplets(kept, chunks, candidates, build_judgments(run_dir),
                              positive_min_grade=cfg["grade"]["positive_min_grade"],
                              negative_max_grade=cfg["grade"]["negative_max_grade"], seed=13, negatives=negatives,
-                             same_file_first=True)  # fmt: skip
+                             same_file_first=cfg["train"].get("first_stage_same_file", True))  # fmt: skip
 
 
 def oracle_triplets(bench: Bench, n: int) -> list[dict[str, str]]:
@@ -433,7 +457,11 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="tuned bi-encoders embed in bf16 (about 2x faster)")
     parser.add_argument("--control", action="store_true", help="the untuned bi-encoder through the rows' own path")
     parser.add_argument("--train-bf16", action="store_true", help="the recipes' tuning in bf16 autocast")
+    parser.add_argument("--paired", nargs=2, metavar=("A", "B"), help="only compare two saved rows, paired")
     args = parser.parse_args()
+    if args.paired:
+        paired_rows(args.run_dir, *args.paired)
+        return
     require_data()
     bench = Bench(args.run_dir, args.queries, args.top_k, bf16=args.bf16, per_source=args.per_source)
     bench.train_bf16 = args.train_bf16
@@ -478,7 +506,8 @@ def main() -> None:
             lr, epochs = float(first[1]), float(first[2])
             first_model = args.run_dir.parent / f"bench-bi-{name}"
         rows = remined_triplets(args.run_dir, first_model, cfg, cfg["train"]["first_stage_negatives"], args.bf16)
-        results.append(tuned_row(bench, f"{name}-round2", rows, lr, epochs, negatives="remined samefile3"))
+        same = "samefile" if cfg["train"].get("first_stage_same_file", True) else "build"
+        results.append(tuned_row(bench, f"{name}-round2", rows, lr, epochs, negatives=f"remined {same}3"))
     for n in args.oracle:
         results.append(tuned_row(bench, f"oracle-{n}-real", oracle_triplets(bench, n), 5e-5, 2.0))
     for column in sorted({key for r in results for key in r if key.startswith("dev")}):
