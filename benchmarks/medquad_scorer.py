@@ -264,6 +264,10 @@ def paired_rows(run_dir: Path, a: str, b: str) -> None:
     every = json.loads((run_dir / "scorer_values.json").read_text(encoding="utf-8"))
     if "sources" not in every:
         raise SystemExit(f"{run_dir}/scorer_values.json has no question sources: rerun a row with this version")
+    missing = [name for name in (a, b) if name not in every]
+    if missing:
+        saved = sorted(set(every) - {"sources", "overall"})
+        raise SystemExit(f"no saved row {missing} in {run_dir}/scorer_values.json; saved rows: {saved}")
     sources = every["sources"]
     n = every["overall"]
     print(json.dumps({"a": a, "b": b, "all": compare(every[a][:n], every[b][:n])}))
