@@ -50,12 +50,16 @@ def test_a_cross_encoder_build_plans_for_its_training_scoring_and_export() -> No
 
     assert cross_encoder_epochs(load_config(None, docs="d")) is None  # the plain backbone trains none
     assert cross_encoder_epochs(load_config(None, docs="d", train={"cross_encoder": True, "epochs": 2.0})) == 2.0
-    plain = seconds_after_queries(358, 3523, 0, 0.0)
-    # the measured CancerGov build with a pretrained reranker: 358 kept queries, 4 epochs; its train, evaluate and
-    # export took 1,932 + 378 + 486 s on 2 cores, which a plan without the cross-encoder did not count
-    with_ce = seconds_after_queries(358, 3523, 0, 0.0, cross_encoder_epochs=4.0)
-    assert with_ce - plain >= 1932 + 378 + 486 - 30
-    assert seconds_after_queries(358, 3523, 0, 0.0, cross_encoder_epochs=1.0) < with_ce  # fewer epochs, less time
+    plain = seconds_after_queries(230, 3523, 0, 0.0, first_stage_folds=4)
+    # the measured CancerGov builds with a pretrained reranker, 230 kept queries, 4 epochs, four tunings of the first
+    # stage, a quiet 2-core machine: mine 3 s, train 897 s, evaluate 162 s, export 120 s; a plan without the
+    # cross-encoder falls far short of that, and the plan with it covers it without doubling it (a plan twice
+    # the real time halves the queries a budget buys)
+    with_ce = seconds_after_queries(230, 3523, 0, 0.0, cross_encoder_epochs=4.0, first_stage_folds=4)
+    measured = 3 + 897 + 162 + 120
+    assert plain < measured / 2
+    assert measured <= with_ce <= 1.5 * measured
+    assert seconds_after_queries(230, 3523, 0, 0.0, cross_encoder_epochs=1.0, first_stage_folds=4) < with_ce
 
 
 def test_a_build_that_tunes_its_first_stage_per_fold_plans_for_every_tuning() -> None:
