@@ -8,14 +8,15 @@ other sources), one build per loss, against the stand-in as it came.
 Every row reorders the same candidates: the dense (all-MiniLM-L6-v2) top-20 over the whole corpus (all 11,548
 answers, title + text) of every real question of the target source. Rows: dense; each build's tuned first stage
 (cosine); the stand-in alone; each build's tuned cross-encoder alone (torch); what each build's model folder serves
-(``Reranker``, in process, as ``rerankforge serve`` scores). Each row: nDCG@10, and against dense and against the
-stand-in the gain, the paired one-sided t-test and wins / losses. Rows are appended to
-``.cache/bench-pretrained/results.jsonl``.
+(``Reranker``, in process, as ``rerankforge serve`` scores); then each two builds' tuned cross-encoders against each
+other. Each row: nDCG@10, and against dense and against the stand-in the gain, the paired one-sided t-test and
+wins / losses. Rows are appended to ``.cache/bench-pretrained/results.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -90,6 +91,7 @@ def main() -> None:
     standin, standin_s = reranked(cross_encoder(args.standin), args.standin)
     rows = [{"row": "dense first stage", **compare(dense, dense)},
             {"row": "the stand-in as it came", "seconds": round(standin_s), **compare(standin, dense)}]  # fmt: skip
+    tuned: dict[str, list[float]] = {}  # each build's tuned cross-encoder alone, per question
     for spec in args.builds:
         name, run = spec.split("=", 1)
         run_dir = Path(run)
@@ -109,6 +111,12 @@ def main() -> None:
             values, seconds = reranked(Lazy(make), folder)
             rows.append({"row": label, "seconds": round(seconds), **compare(values, dense),
                          "against_standin": compare(values, standin)})  # fmt: skip
+            if label.endswith("tuned cross-encoder alone"):
+                tuned[name] = values
+    # the builds' tuned cross-encoders against each other, paired on the same questions (builds that share their
+    # queries and split and differ in one setting, e.g. the loss, isolate that setting)
+    for a, b in itertools.combinations(tuned, 2):
+        rows.append({"row": f"{a} against {b}: tuned cross-encoder alone", **compare(tuned[a], tuned[b])})
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with OUT.open("a", encoding="utf-8") as handle:
         for row in rows:
